@@ -1,0 +1,61 @@
+// Command demoapi is the tiny API behind lbd in the demo stack: it answers
+// every request with its instance name, so a client can see the balancer
+// spread requests over the target group.
+//
+//	demoapi -listen :8080 -name api-1
+//
+// GET /healthz answers 200 "ok" (the target group's health check);
+// GET /api/hello answers {"instance": NAME, "path": ..., "client": ...}.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	listen := flag.String("listen", ":8080", "listen `address`")
+	name := flag.String("name", hostname(), "instance `name` to answer with")
+	flag.Parse()
+	log := slog.New(slog.NewJSONHandler(os.Stdout, nil)).With("instance", *name)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(map[string]string{
+			"instance": *name,
+			"path":     r.URL.Path,
+			"client":   r.Header.Get("X-Forwarded-For"),
+		})
+	})
+	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Info("listening", "addr", *listen)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("serve", "err", err)
+		os.Exit(1)
+	}
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
