@@ -1,0 +1,179 @@
+// Command bench is `make bench`: it runs every edgestack benchmark next to
+// the established servers on this machine, in one run, and writes one report.
+//
+//	go run ./bench/cmd/bench -suites dns,edge,lb -rounds 3 -duration 5s
+//
+// Each suite is a runner of its own (bench/<suite>, a main package taking
+// -duration, -rounds, -results and -report); this command installs what is
+// missing, runs the selected runners one after the other, merges their
+// JSON into bench/results/<date>-<host>.json and writes the combined
+// Markdown report with plots into bench/results/latest/.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgestack/edgestack/bench/benchkit"
+)
+
+// suites maps a suite to its runner package and the Debian packages it needs.
+var suites = []struct {
+	name, pkg string
+	debs      []string
+}{
+	{"dns", "./bench/dns", []string{"nsd", "knot", "dnsperf"}},
+	{"edge", "./bench/edge", []string{"varnish", "nginx", "wrk"}},
+	{"lb", "./bench/lb", []string{"haproxy", "nginx", "wrk", "nghttp2-client"}},
+	{"certs", "./bench/certs", []string{"nginx", "nghttp2-client"}},
+	{"stack", "./bench/stack", []string{"wrk"}},
+}
+
+func main() {
+	names := make([]string, len(suites))
+	for i, s := range suites {
+		names[i] = s.name
+	}
+	sel := flag.String("suites", strings.Join(names, ","), "comma-separated suites to run: "+strings.Join(names, ", "))
+	rounds := flag.Int("rounds", 3, "runs per subject (alternating ours and theirs)")
+	duration := flag.Duration("duration", 5*time.Second, "length of each load run")
+	out := flag.String("results", "bench/results", "folder for the merged JSON and the latest report")
+	install := flag.Bool("install", true, "install missing Debian packages with apt-get")
+	flag.Parse()
+	if *rounds < 1 || *rounds > 20 || *duration <= 0 || *duration > time.Minute {
+		fmt.Fprintln(os.Stderr, "bench: keep runs bounded: 1 <= -rounds <= 20, 0 < -duration <= 1m")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, strings.Split(*sel, ","), *rounds, *duration, *out, *install); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, selected []string, rounds int, duration time.Duration, out string, install bool) error {
+	host, _ := os.Hostname()
+	merged := &benchkit.Results{Started: time.Now().UTC(), Host: host, Machine: benchkit.DescribeMachine(), Versions: map[string]string{}}
+	work, err := os.MkdirTemp("", "edgestack-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	var debs []string
+	for _, s := range suites {
+		if slices.Contains(selected, s.name) {
+			debs = append(debs, s.debs...)
+		}
+	}
+	if install {
+		if err := installMissing(ctx, debs); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: installing peers: %v (suites whose peer is missing mark it skipped)\n", err)
+		}
+	}
+
+	var errs []error
+	for i, s := range suites {
+		if !slices.Contains(selected, s.name) {
+			continue
+		}
+		if _, err := os.Stat(s.pkg); err != nil {
+			fmt.Printf("== suite %s: no runner at %s yet, skipped\n", s.name, s.pkg)
+			continue
+		}
+		fmt.Printf("== suite %s (%d of %d selected) ==\n", s.name, i+1, len(selected))
+		dir := filepath.Join(work, s.name)
+		cmd := exec.CommandContext(ctx, "go", "run", s.pkg,
+			"-rounds", fmt.Sprint(rounds), "-duration", duration.String(),
+			"-results", dir, "-report", filepath.Join(dir, "report"))
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			errs = append(errs, fmt.Errorf("suite %s: %w", s.name, err))
+		}
+		if err := mergeFrom(merged, dir); err != nil {
+			errs = append(errs, fmt.Errorf("suite %s: %w", s.name, err))
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if len(merged.Suites) == 0 {
+		return errors.Join(append(errs, errors.New("no suite produced results"))...)
+	}
+	jsonPath, err := merged.WriteJSON(out)
+	if err != nil {
+		return err
+	}
+	latest := filepath.Join(out, "latest")
+	_ = os.RemoveAll(latest)
+	report, err := merged.WriteReport(latest)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nresults: %s\nreport:  %s\n", jsonPath, report)
+	return errors.Join(errs...)
+}
+
+// mergeFrom adds the suites and versions of every results JSON in dir.
+func mergeFrom(into *benchkit.Results, dir string) error {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	if len(files) == 0 {
+		return fmt.Errorf("no results JSON in %s", dir)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var r benchkit.Results
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		into.Suites = append(into.Suites, r.Suites...)
+		for k, v := range r.Versions {
+			into.Versions[k] = v
+		}
+	}
+	return nil
+}
+
+// installMissing installs the Debian packages not yet installed.
+func installMissing(ctx context.Context, debs []string) error {
+	var missing []string
+	for _, d := range debs {
+		if slices.Contains(missing, d) {
+			continue
+		}
+		if exec.CommandContext(ctx, "dpkg", "-s", d).Run() != nil {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	fmt.Printf("== installing %s\n", strings.Join(missing, " "))
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("not root: install %s yourself", strings.Join(missing, " "))
+	}
+	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	for _, args := range [][]string{{"update", "-qq"}, append([]string{"install", "-y", "-qq", "--no-install-recommends"}, missing...)} {
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Env, cmd.Stdout, cmd.Stderr = env, os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
