@@ -6,6 +6,8 @@
 //
 // GET /healthz answers 200 "ok" (the target group's health check);
 // GET /api/hello answers {"instance": NAME, "path": ..., "client": ...}.
+// `demoapi healthcheck [-listen :8080]` probes its own /healthz (exit 0/1),
+// for the scratch image's container health check.
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -22,9 +25,16 @@ import (
 )
 
 func main() {
+	check := len(os.Args) > 1 && os.Args[1] == "healthcheck"
+	if check {
+		os.Args = append(os.Args[:1], os.Args[2:]...)
+	}
 	listen := flag.String("listen", ":8080", "listen `address`")
 	name := flag.String("name", hostname(), "instance `name` to answer with")
 	flag.Parse()
+	if check {
+		os.Exit(healthcheck(*listen))
+	}
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil)).With("instance", *name)
 
 	mux := http.NewServeMux()
@@ -53,6 +63,23 @@ func main() {
 		log.Error("serve", "err", err)
 		os.Exit(1)
 	}
+}
+
+func healthcheck(listen string) int {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return 1
+	}
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://127.0.0.1:" + port + "/healthz")
+	if err != nil {
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 1
+	}
+	return 0
 }
 
 func hostname() string {
