@@ -9,6 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 COMPOSE  ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 # Bound for the short fuzzing pass of `make fuzz`.
 FUZZTIME ?= 5s
+STACK    = $(COMPOSE) -p edgestack -f deploy/compose.yaml
 
 .PHONY: all build test fmt-check vet unit fuzz images up down e2e bench clean
 
@@ -48,11 +49,11 @@ images:
 
 up: images
 	@if [ -z "$(COMPOSE)" ]; then echo "neither 'docker compose' nor 'docker-compose' found"; exit 1; fi
-	$(COMPOSE) -f deploy/compose.yaml up -d --build
-	$(COMPOSE) -f deploy/compose.yaml ps
+	$(STACK) up -d --build
+	$(STACK) ps
 
 down:
-	$(COMPOSE) -f deploy/compose.yaml down
+	$(STACK) down --volumes --remove-orphans
 
 e2e: images
 	./deploy/e2e.sh
