@@ -11,7 +11,7 @@ COMPOSE  ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker
 FUZZTIME ?= 5s
 STACK    = $(COMPOSE) -p edgestack -f deploy/compose.yaml
 
-.PHONY: all build test fmt-check vet unit fuzz images up down e2e bench clean
+.PHONY: all build test fmt-check vet unit fuzz images up down dev e2e bench clean
 
 all: build
 
@@ -54,6 +54,10 @@ up: images
 
 down:
 	$(STACK) down --volumes --remove-orphans
+
+# The same topology as local processes on loopback, for machines without Docker.
+dev:
+	./deploy/dev.sh
 
 e2e: images
 	./deploy/e2e.sh

@@ -44,7 +44,7 @@ type stack struct {
 
 func main() {
 	s := &stack{}
-	flag.StringVar(&s.dnsAddr, "dns", "127.0.0.1:5353", "dnsd address")
+	flag.StringVar(&s.dnsAddr, "dns", "127.0.0.1:5300", "dnsd address")
 	flag.StringVar(&s.domain, "domain", "example.test", "demo zone")
 	edges := flag.String("edges", "172.30.0.11,172.30.0.12", "public addresses of the edges")
 	edgeAdmin := flag.String("edge-admin", "http://172.31.0.11:9103,http://172.31.0.12:9103", "admin URLs of the edges")
