@@ -61,17 +61,17 @@ for n in 1 2 3; do start "api-$n" bin/demoapi -listen "127.0.0.1:1808$n" -name "
 start dnsd bin/dnsd run -config "$state/dnsd.yaml" -log-format text
 start certd bin/certd run -config "$state/certd.yaml" -log-format text
 ready() { # wait for a daemon's /readyz; give up (and stop everything) if it does not come
-  local name=$1 cfg=$2
-  for i in $(seq 1 100); do bin/${name%[0-9]} healthcheck -config "$cfg" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  local bin=$1 name=$2 cfg=$3
+  for i in $(seq 1 100); do bin/$bin healthcheck -config "$cfg" >/dev/null 2>&1 && return 0; sleep 0.2; done
   echo "$name did not become ready; last log lines:"; tail -n 5 "$state/$name.log"; exit 1
 }
-ready dnsd "$state/dnsd.yaml"
-ready certd "$state/certd.yaml"
+ready dnsd dnsd "$state/dnsd.yaml"
+ready certd certd "$state/certd.yaml"
 bin/edgectl dns change -dnsd http://127.0.0.1:9101 -file "$state/records.yaml" example.test.
 start edge1 bin/edged run -config "$state/edge1.yaml" -log-format text
 start edge2 bin/edged run -config "$state/edge2.yaml" -log-format text
 start lbd bin/lbd run -config "$state/lbd.yaml" -log-format text
-ready edge1 "$state/edge1.yaml"; ready edge2 "$state/edge2.yaml"; ready lbd "$state/lbd.yaml"
+ready edged edge1 "$state/edge1.yaml"; ready edged edge2 "$state/edge2.yaml"; ready lbd lbd "$state/lbd.yaml"
 
 cat <<TXT
 

@@ -5,5 +5,9 @@ package ctl
 func Groups() []Group {
 	return []Group{
 		Daemons(),
+		DNS(),
+		Certs(),
+		CDN(),
+		LB(),
 	}
 }
