@@ -37,7 +37,8 @@ var suites = []struct {
 	{"edge", "./bench/edge", []string{"varnish", "nginx", "wrk"}},
 	{"lb", "./bench/lb", []string{"haproxy", "nginx", "wrk", "nghttp2-client"}},
 	{"certs", "./bench/certs", []string{"nginx", "nghttp2-client"}},
-	{"stack", "./bench/stack", []string{"wrk"}},
+	// stack also runs the failover and memory suites.
+	{"stack", "./bench/stack", []string{"wrk", "nginx", "haproxy", "varnish"}},
 }
 
 func main() {
@@ -85,15 +86,17 @@ func run(ctx context.Context, selected []string, rounds int, duration time.Durat
 	}
 
 	var errs []error
-	for i, s := range suites {
+	done := 0
+	for _, s := range suites {
 		if !slices.Contains(selected, s.name) {
 			continue
 		}
+		done++
 		if _, err := os.Stat(s.pkg); err != nil {
 			fmt.Printf("== suite %s: no runner at %s yet, skipped\n", s.name, s.pkg)
 			continue
 		}
-		fmt.Printf("== suite %s (%d of %d selected) ==\n", s.name, i+1, len(selected))
+		fmt.Printf("== suite %s (%d of %d selected) ==\n", s.name, done, len(selected))
 		dir := filepath.Join(work, s.name)
 		cmd := exec.CommandContext(ctx, "go", "run", s.pkg,
 			"-rounds", fmt.Sprint(rounds), "-duration", duration.String(),

@@ -1,0 +1,94 @@
+package benchkit
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"text/template"
+	"time"
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	return p
+}
+
+// Render executes the text/template file src with vars into dst.
+func Render(src, dst string, vars any) error {
+	t, err := template.ParseFiles(src)
+	if err != nil {
+		return err
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, vars); err != nil {
+		return fmt.Errorf("%s: %w", src, err)
+	}
+	return os.WriteFile(dst, b.Bytes(), 0o644)
+}
+
+// Hostname is the machine's name for result files.
+func Hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "unknown"
+	}
+	return h
+}
+
+// Usages sums TreeUsage over several processes (a subject made of several
+// servers, like edged + lbd).
+func Usages(procs ...*Proc) (Usage, error) {
+	var total Usage
+	for _, p := range procs {
+		u, err := TreeUsage(p.Cmd.Process.Pid)
+		if err != nil {
+			return total, fmt.Errorf("%s: %w", p.Name, err)
+		}
+		total.CPU += u.CPU
+		total.RSS += u.RSS
+	}
+	return total, nil
+}
+
+// Wrk runs wrk against url for d with the given threads and connections
+// (bounded by -d and by ctx) and measures the servers' usage around it.
+func Wrk(ctx context.Context, url string, d time.Duration, threads, conns int, servers ...*Proc) (Load, Usage, Usage, error) {
+	before, err := Usages(servers...)
+	if err != nil {
+		return Load{}, Usage{}, Usage{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "wrk", fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", conns),
+		"-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", url).CombinedOutput()
+	if err != nil {
+		return Load{}, before, before, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+	after, err := Usages(servers...)
+	if err != nil {
+		return Load{}, before, after, err
+	}
+	l, err := ParseWrk(string(out))
+	return l, before, after, err
+}
+
+// WaitDial waits until addr accepts TCP connections, or pr exits, or the
+// timeout passes.
+func WaitDial(ctx context.Context, pr *Proc, addr string, timeout time.Duration) error {
+	return WaitTCP(ctx, pr, func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}, timeout)
+}
