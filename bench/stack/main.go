@@ -4,13 +4,15 @@
 //   - stack: client → edged → (static site | lbd → 3 demo API instances),
 //     against nginx (static site from disk, /api/ to HAProxy) → HAProxy → the
 //     same instances: requests/s, latency, server CPU per request;
+//
 //   - failover: time for lbd and HAProxy to take a killed target out of
 //     rotation (same health check: 1 s interval, 2 failures) and the failed
 //     requests meanwhile; time for dnsd to drop a killed edge from its answers;
+//
 //   - memory: resident memory at rest and after load, and edged's cache
 //     filled far past its byte budget, next to Varnish with the same budget.
 //
-//	go run ./bench/stack -duration 5s -rounds 3 -suites stack,failover,memory
+//     go run ./bench/stack -duration 5s -rounds 3 -suites stack,failover,memory
 package main
 
 import (
