@@ -5,9 +5,5 @@ package ctl
 func Groups() []Group {
 	return []Group{
 		Daemons(),
-		DNS(),
-		Certs(),
-		CDN(),
-		LB(),
 	}
 }
