@@ -404,7 +404,7 @@ func (r *runner) failover() (*benchkit.Suite, error) {
 			f, kind = peer, "haproxy"
 		}
 		stopLoad := make(chan struct{})
-		ok, failed, wait := load("http://"+f.lb+"/api/hello", stopLoad)
+		_, failed, wait := load("http://"+f.lb+"/api/hello", stopLoad)
 		time.Sleep(500 * time.Millisecond)
 		_ = r.api[victim].Cmd.Process.Kill()
 		killed := time.Now()
@@ -438,7 +438,6 @@ func (r *runner) failover() (*benchkit.Suite, error) {
 		if detect == 0 {
 			return nil, fmt.Errorf("target still in rotation 30s after the kill")
 		}
-		_ = ok
 		return map[string]float64{metricDetect.Key: detect.Seconds(), metricFailed.Key: float64(failed.Load())}, nil
 	})
 	suite.Cases = append(suite.Cases, cs)
