@@ -5,5 +5,6 @@ package ctl
 func Groups() []Group {
 	return []Group{
 		Daemons(),
+		DNS(),
 	}
 }

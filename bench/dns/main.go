@@ -1,0 +1,509 @@
+// Command dnsbench runs dnsperf against dnsd, NSD and Knot serving the
+// same generated zone on this machine, one after the other, and prints
+// queries per second, latency and CPU time per query (from /proc) for each,
+// and dnsd's ratios to the others. It also loads a large generated zone
+// into dnsd and reports the load time and resident memory. Every run is
+// bounded in time. See README.md.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+type options struct {
+	records  int
+	big      int
+	duration time.Duration
+	latQPS   int
+	servers  []string
+	modes    []string
+	dnsd     string
+	rounds   int
+	clients  int
+	profile  string
+}
+
+func main() {
+	var o options
+	var servers, modes string
+	flag.IntVar(&o.records, "records", 100000, "names in the benchmark zone")
+	flag.IntVar(&o.big, "big", 1000000, "records of the load-time/memory zone (0 skips)")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each throughput run")
+	flag.IntVar(&o.latQPS, "latency-qps", 20000, "fixed query rate of the latency runs (0 skips them)")
+	flag.StringVar(&servers, "servers", "dnsd,nsd,knot", "servers to measure (also dnsd-nofast: dnsd with the fast path off)")
+	flag.StringVar(&modes, "modes", "udp,tcp", "transports")
+	flag.StringVar(&o.dnsd, "dnsd", "", "dnsd binary (default: go build ./cmd/dnsd)")
+	flag.IntVar(&o.rounds, "rounds", 1, "alternating rounds over the servers")
+	flag.IntVar(&o.clients, "clients", 8, "dnsperf clients (-c)")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of dnsd's first UDP run to this file")
+	flag.Parse()
+	o.servers = strings.Split(servers, ",")
+	o.modes = strings.Split(modes, ",")
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "dnsbench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	server, mode      string
+	qps               float64
+	avgLat            float64 // seconds
+	p50, p99          float64 // seconds, from the fixed-rate run
+	cpuPerQ           float64 // microseconds
+	queries, answered int
+}
+
+func run(o options) error {
+	dir, err := os.MkdirTemp("", "dnsbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if o.dnsd == "" {
+		o.dnsd = filepath.Join(dir, "dnsd")
+		fmt.Fprintln(os.Stderr, "building dnsd ...")
+		if out, err := exec.Command("go", "build", "-o", o.dnsd, "github.com/edgestack/edgestack/cmd/dnsd").CombinedOutput(); err != nil {
+			return fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	}
+	zoneFile := filepath.Join(dir, "bench.zone")
+	if err := genZone(zoneFile, "example.bench.", o.records); err != nil {
+		return err
+	}
+	queries := filepath.Join(dir, "queries.txt")
+	if err := genQueries(queries, o.records, 100000); err != nil {
+		return err
+	}
+	fmt.Printf("zone: %d names (A), queries: 95%% existing names, 5%% NXDOMAIN; %d dnsperf clients; %v per run; %d cores\n\n", o.records, o.clients, o.duration, nproc())
+	var results []result
+	for round := 0; round < o.rounds; round++ {
+		for _, mode := range o.modes {
+			for _, name := range o.servers {
+				srv, err := startServer(name, o, dir, zoneFile)
+				if err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				r, err := measure(srv, mode, queries, o, round == 0 && mode == "udp" && name == "dnsd")
+				srv.stop()
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", name, mode, err)
+				}
+				results = append(results, r)
+				fmt.Fprintf(os.Stderr, "%-11s %-4s %9.0f qps  avg %6.0f µs  p50 %6.0f µs  p99 %6.0f µs  cpu %5.1f µs/q\n", r.server, r.mode, r.qps, r.avgLat*1e6, r.p50*1e6, r.p99*1e6, r.cpuPerQ)
+			}
+		}
+	}
+	report(results, o)
+	if o.big > 0 {
+		if err := loadTest(o, dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func nproc() int {
+	out, _ := exec.Command("nproc").Output()
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
+}
+
+func genZone(path, origin string, n int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	fmt.Fprintf(w, "$ORIGIN %s\n$TTL 3600\n@ IN SOA ns1 hostmaster 1 7200 900 1209600 300\n@ IN NS ns1\nns1 IN A 192.0.2.53\n", origin)
+	for i := range n {
+		fmt.Fprintf(w, "host%d IN A 10.%d.%d.%d\n", i, i>>16&255, i>>8&255, i&255)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func genQueries(path string, names, n int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	r := rand.New(rand.NewPCG(1, 2))
+	for range n {
+		if r.IntN(20) == 0 {
+			fmt.Fprintf(w, "miss%d.example.bench A\n", r.IntN(names))
+		} else {
+			fmt.Fprintf(w, "host%d.example.bench A\n", r.IntN(names))
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+type server struct {
+	name    string
+	port    int
+	cmd     *exec.Cmd
+	admin   string // dnsd only
+	started time.Time
+}
+
+func (s *server) stop() {
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	// NSD forks; kill what is left of its process group.
+	_ = exec.Command("kill", "-9", "--", "-"+strconv.Itoa(s.cmd.Process.Pid)).Run()
+}
+
+func freePort() int {
+	for {
+		l, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		p := l.LocalAddr().(*net.UDPAddr).Port
+		l.Close()
+		if t, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			t.Close()
+			return p
+		}
+	}
+}
+
+func startServer(name string, o options, dir, zoneFile string) (*server, error) {
+	s := &server{name: name, port: freePort()}
+	sdir := filepath.Join(dir, name)
+	if err := os.MkdirAll(sdir, 0o755); err != nil {
+		return nil, err
+	}
+	var args []string
+	var bin string
+	switch name {
+	case "dnsd", "dnsd-nofast":
+		s.admin = fmt.Sprintf("127.0.0.1:%d", freePort())
+		cfg := fmt.Sprintf("listen: 127.0.0.1:%d\nadmin:\n  listen: %s\n  pprof: true\nlog:\n  level: warn\nzones:\n  - name: example.bench.\n    file: %s\n", s.port, s.admin, zoneFile)
+		if name == "dnsd-nofast" { // the slow path only: miekg/dns parse, lookup, pack
+			cfg += "cache_entries: 0\n"
+		}
+		p := filepath.Join(sdir, "dnsd.yaml")
+		if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+			return nil, err
+		}
+		bin, args = o.dnsd, []string{"run", "-config", p}
+	case "nsd":
+		cfg := fmt.Sprintf(`server:
+  ip-address: 127.0.0.1@%[1]d
+  port: %[1]d
+  username: ""
+  chroot: ""
+  pidfile: "%[2]s/nsd.pid"
+  zonelistfile: "%[2]s/zone.list"
+  xfrdfile: "%[2]s/xfrd.state"
+  xfrdir: "%[2]s"
+  logfile: "%[2]s/nsd.log"
+  database: ""
+  minimal-responses: yes
+  rrl-ratelimit: 0
+  server-count: %[4]d
+  verbosity: 0
+remote-control:
+  control-enable: no
+zone:
+  name: example.bench.
+  zonefile: %[3]q
+`, s.port, sdir, zoneFile, nproc())
+		p := filepath.Join(sdir, "nsd.conf")
+		if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+			return nil, err
+		}
+		bin, args = "/usr/sbin/nsd", []string{"-d", "-c", p}
+	case "knot":
+		cfg := fmt.Sprintf(`server:
+  listen: 127.0.0.1@%[1]d
+  rundir: "%[2]s"
+database:
+  storage: "%[2]s"
+log:
+  - target: stderr
+    any: error
+zone:
+  - domain: example.bench.
+    file: %[3]q
+    journal-content: none
+    zonefile-sync: -1
+`, s.port, sdir, zoneFile)
+		p := filepath.Join(sdir, "knot.conf")
+		if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+			return nil, err
+		}
+		bin, args = "/usr/sbin/knotd", []string{"-c", p}
+	default:
+		return nil, fmt.Errorf("unknown server %q", name)
+	}
+	s.cmd = exec.Command(bin, args...)
+	s.cmd.SysProcAttr = sysProcAttr()
+	logf, _ := os.Create(filepath.Join(sdir, "out.log"))
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.started = time.Now()
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	if err := waitReady(s.port, 120*time.Second); err != nil {
+		s.stop()
+		out, _ := os.ReadFile(filepath.Join(sdir, "out.log"))
+		return nil, fmt.Errorf("%w\n%s", err, out)
+	}
+	return s, nil
+}
+
+func waitReady(port int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	m := new(dns.Msg)
+	m.SetQuestion("example.bench.", dns.TypeSOA)
+	c := &dns.Client{Timeout: 200 * time.Millisecond}
+	for time.Now().Before(deadline) {
+		if r, _, err := c.Exchange(m, fmt.Sprintf("127.0.0.1:%d", port)); err == nil && r.Rcode == dns.RcodeSuccess {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("not answering")
+}
+
+// cpuTicks sums utime+stime of pid and all its descendants.
+func cpuTicks(root int) (int64, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	parent := map[int]int{}
+	ticks := map[int]int64{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+2:])
+		if len(f) < 13 {
+			continue
+		}
+		pp, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		parent[pid] = pp
+		ticks[pid] = ut + st
+	}
+	var total int64
+	for pid, t := range ticks {
+		for p := pid; p > 1; p = parent[p] {
+			if p == root {
+				total += t
+				break
+			}
+		}
+	}
+	return total, nil
+}
+
+const clkTck = 100 // sysconf(_SC_CLK_TCK) on Linux
+
+var (
+	reQPS  = regexp.MustCompile(`Queries per second:\s+([\d.]+)`)
+	reSent = regexp.MustCompile(`Queries sent:\s+(\d+)`)
+	reDone = regexp.MustCompile(`Queries completed:\s+(\d+)`)
+	reLat  = regexp.MustCompile(`Average Latency \(s\):\s+([\d.]+)`)
+)
+
+func measure(s *server, mode, queries string, o options, profile bool) (result, error) {
+	r := result{server: s.name, mode: mode}
+	secs := int(o.duration.Seconds())
+	base := []string{"-s", "127.0.0.1", "-p", strconv.Itoa(s.port), "-d", queries, "-m", mode, "-c", strconv.Itoa(o.clients), "-q", "500", "-t", "2"}
+	// Warm up (fills dnsd's fast path, page cache, ...).
+	_ = exec.Command("dnsperf", append(base, "-l", "1")...).Run()
+	var prof *exec.Cmd
+	if profile && o.profile != "" && s.admin != "" {
+		prof = exec.Command("curl", "-s", "-o", o.profile, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.admin, max(1, secs-1)))
+		_ = prof.Start()
+	}
+	t0, err := cpuTicks(s.cmd.Process.Pid)
+	if err != nil {
+		return r, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.duration+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "dnsperf", append(base, "-l", strconv.Itoa(secs))...).CombinedOutput()
+	if err != nil {
+		return r, fmt.Errorf("dnsperf: %v\n%s", err, out)
+	}
+	t1, _ := cpuTicks(s.cmd.Process.Pid)
+	if prof != nil {
+		_ = prof.Wait()
+	}
+	r.qps = parseF(reQPS, out)
+	r.avgLat = parseF(reLat, out)
+	r.queries = int(parseF(reSent, out))
+	r.answered = int(parseF(reDone, out))
+	if os.Getenv("DNSBENCH_VERBOSE") != "" {
+		os.Stderr.Write(out)
+	}
+	if r.answered > 0 {
+		r.cpuPerQ = float64(t1-t0) * 1e6 / clkTck / float64(r.answered)
+	}
+	if o.latQPS > 0 {
+		r.p50, r.p99, err = latency(ctx, base, o.latQPS)
+		if err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// latency runs dnsperf at a fixed rate for 3 s with per-query output and
+// returns the median and 99th percentile.
+func latency(ctx context.Context, base []string, qps int) (float64, float64, error) {
+	cmd := exec.CommandContext(ctx, "dnsperf", append(base, "-l", "3", "-Q", strconv.Itoa(qps), "-v")...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	var lats []float64
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		// "> NOERROR host1.example.bench A 0.000123"
+		line := sc.Text()
+		if !strings.HasPrefix(line, "> ") {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			lats = append(lats, v)
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return 0, 0, err
+	}
+	if len(lats) == 0 {
+		return 0, 0, errors.New("no latencies parsed from dnsperf -v")
+	}
+	slices.Sort(lats)
+	return lats[len(lats)/2], lats[len(lats)*99/100], nil
+}
+
+func parseF(re *regexp.Regexp, out []byte) float64 {
+	m := re.FindSubmatch(out)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+func report(rs []result, o options) {
+	type key struct{ server, mode string }
+	agg := map[key]*result{}
+	n := map[key]int{}
+	var keys []key
+	for _, r := range rs {
+		k := key{r.server, r.mode}
+		a := agg[k]
+		if a == nil {
+			a = &result{server: r.server, mode: r.mode}
+			agg[k] = a
+			keys = append(keys, k)
+		}
+		a.qps += r.qps
+		a.avgLat += r.avgLat
+		a.p50 += r.p50
+		a.p99 += r.p99
+		a.cpuPerQ += r.cpuPerQ
+		n[k]++
+	}
+	for k, a := range agg {
+		c := float64(n[k])
+		a.qps, a.avgLat, a.p50, a.p99, a.cpuPerQ = a.qps/c, a.avgLat/c, a.p50/c, a.p99/c, a.cpuPerQ/c
+	}
+	sort.SliceStable(keys, func(i, j int) bool { return keys[i].mode > keys[j].mode })
+	fmt.Printf("%-11s %-4s %10s %10s %10s %10s %12s\n", "server", "mode", "qps", "avg µs", "p50 µs", "p99 µs", "cpu µs/query")
+	for _, k := range keys {
+		a := agg[k]
+		fmt.Printf("%-11s %-4s %10.0f %10.0f %10.0f %10.0f %12.2f\n", a.server, a.mode, a.qps, a.avgLat*1e6, a.p50*1e6, a.p99*1e6, a.cpuPerQ)
+	}
+	fmt.Printf("\n(p50/p99 at a fixed %d qps; qps and avg at full load)\n\nratios dnsd / other (qps: higher is better; cpu, p99: lower is better)\n", o.latQPS)
+	for _, mode := range o.modes {
+		d := agg[key{"dnsd", mode}]
+		if d == nil {
+			continue
+		}
+		for _, other := range []string{"nsd", "knot"} {
+			x := agg[key{other, mode}]
+			if x == nil || x.qps == 0 || x.cpuPerQ == 0 {
+				continue
+			}
+			p99 := 0.0
+			if x.p99 > 0 {
+				p99 = d.p99 / x.p99
+			}
+			fmt.Printf("  %-4s vs %-5s qps %.2f  cpu/query %.2f  p99 %.2f\n", mode, other, d.qps/x.qps, d.cpuPerQ/x.cpuPerQ, p99)
+		}
+	}
+}
+
+// loadTest loads a zone of o.big records into dnsd and reports the time
+// to the first answer and the resident memory.
+func loadTest(o options, dir string) error {
+	p := filepath.Join(dir, "big.zone")
+	if err := genZone(p, "example.bench.", o.big); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "loading %d records into dnsd ...\n", o.big)
+	s, err := startServer("dnsd", o, dir, p)
+	if err != nil {
+		return err
+	}
+	defer s.stop()
+	load := time.Since(s.started)
+	ticks, _ := cpuTicks(s.cmd.Process.Pid)
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	rss := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "VmHWM:") {
+			rss += strings.Join(strings.Fields(l), " ") + "  "
+		}
+	}
+	fmt.Printf("\nload test: %d records loaded and answering after %v wall, %v CPU; %s\n", o.big, load.Round(10*time.Millisecond), time.Duration(ticks)*time.Second/clkTck, rss)
+	return nil
+}
