@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -321,6 +322,14 @@ func runDaemon[C Config](ctx context.Context, spec Spec[C], ld loader[C], cfg C,
 		defer scancel()
 		_ = adm.Shutdown(sctx)
 	}
+	// Not ready until Start has returned, whatever the service registers.
+	var started atomic.Bool
+	adm.AddReadiness("start", func() error {
+		if !started.Load() {
+			return errors.New("starting")
+		}
+		return nil
+	})
 	svc, err := spec.New(deps, cfg)
 	if err != nil {
 		logger.Error("start failed", "err", err)
@@ -335,6 +344,7 @@ func runDaemon[C Config](ctx context.Context, spec Spec[C], ld loader[C], cfg C,
 		stopAdmin()
 		return ExitRuntime
 	}
+	started.Store(true)
 	reloads.Successful.Set(1)
 	reloads.SuccessTimestamp.SetToCurrentTime()
 	logger.Info("started", "version", spec.Info.Version, "config", describe(ld.flags.config), "admin", adminAddr)
