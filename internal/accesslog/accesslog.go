@@ -119,9 +119,9 @@ func AppendCommon(b []byte, e *Entry, combined bool) []byte {
 	}
 	if combined {
 		b = append(b, " \""...)
-		b = appendEscapedDash(b, e.Referer)
+		b = appendDash(b, e.Referer)
 		b = append(b, "\" \""...)
-		b = appendEscapedDash(b, e.UserAgent)
+		b = appendDash(b, e.UserAgent)
 		b = append(b, '"')
 	}
 	b = append(b, " duration_ms="...)
@@ -186,13 +186,6 @@ func AppendJSON(b []byte, e *Entry) []byte {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
 
 func appendDash(b []byte, s string) []byte {
-	if s == "" {
-		return append(b, '-')
-	}
-	return appendEscaped(b, s)
-}
-
-func appendEscapedDash(b []byte, s string) []byte {
 	if s == "" {
 		return append(b, '-')
 	}

@@ -6,5 +6,6 @@ func Groups() []Group {
 	return []Group{
 		Daemons(),
 		DNS(),
+		CDN(),
 	}
 }

@@ -1,0 +1,322 @@
+// Command edge benchmarks edged against Varnish and nginx proxy_cache in
+// front of the same origin on loopback: cache-hit requests per second,
+// p50/p99 latency and server CPU per request (from /proc) for 1 KiB,
+// 100 KiB and 1 MiB objects, each subject run alternately.
+//
+//	go run ./bench/edge -duration 5s -rounds 3
+//
+// Peer configs are in bench/peers/edge-*. Results go to -results
+// (JSON) and -report (Markdown + PNG), both bench/edge/results by default.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgestack/edgestack/bench/benchkit"
+)
+
+func main() {
+	duration := flag.Duration("duration", 5*time.Second, "length of each wrk run")
+	rounds := flag.Int("rounds", 3, "runs per subject and size")
+	conns := flag.Int("conns", 32, "wrk connections")
+	threads := flag.Int("threads", 2, "wrk threads")
+	sizes := flag.String("sizes", "1KiB,100KiB,1MiB", "object sizes")
+	only := flag.String("only", "", "comma-separated subjects to run (edged,varnish,nginx); default all")
+	edgedBin := flag.String("edged", "", "edged binary (default: go build ./cmd/edged)")
+	resultsDir := flag.String("results", "bench/edge/results", "folder for the JSON results")
+	reportDir := flag.String("report", "bench/edge/results", "folder for the Markdown report and plots")
+	peers := flag.String("peers", "bench/peers", "folder holding the peer configs")
+	memory := flag.Int("memory", 0, "instead: memory run with this cache budget in MiB (4x the budget in distinct 16 KiB objects)")
+	flag.Parse()
+	if *memory > 0 {
+		if err := memoryRun(*edgedBin, *memory, 16); err != nil {
+			fmt.Fprintln(os.Stderr, "bench/edge:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/edge:", err)
+		os.Exit(1)
+	}
+}
+
+type server struct {
+	name string
+	port string
+	proc *benchkit.Proc
+}
+
+func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string) error {
+	if duration > time.Minute || rounds > 20 {
+		return fmt.Errorf("keep runs bounded: -duration <= 1m, -rounds <= 20")
+	}
+	procs, ctx := benchkit.NewProcs(context.Background())
+	defer procs.Close()
+	work, err := os.MkdirTemp("", "bench-edge-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	_ = os.Chmod(work, 0o755) // varnishd reads the VCL as its own user
+	peersDir, _ = filepath.Abs(peersDir)
+
+	// The origin: every size at /obj-<bytes>, cacheable for an hour.
+	var sizes []int
+	for _, s := range strings.Split(sizeList, ",") {
+		n, err := parseSize(strings.TrimSpace(s))
+		if err != nil {
+			return err
+		}
+		sizes = append(sizes, n)
+	}
+	originLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	bodies := map[string][]byte{}
+	for _, n := range sizes {
+		bodies["/obj-"+strconv.Itoa(n)] = bytes.Repeat([]byte("e"), n)
+	}
+	originSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := bodies[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=3600")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("ETag", `"`+strconv.Itoa(len(b))+`"`)
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		_, _ = w.Write(b)
+	})}
+	go func() { _ = originSrv.Serve(originLn) }()
+	defer originSrv.Close()
+	origin := originLn.Addr().String()
+	oHost, oPort, _ := net.SplitHostPort(origin)
+
+	want := map[string]bool{}
+	for _, s := range strings.Split(only, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			want[s] = true
+		}
+	}
+	use := func(name string) bool { return len(want) == 0 || want[name] }
+	versions := map[string]string{}
+	var servers []*server
+
+	if use("edged") {
+		if edgedBin == "" {
+			edgedBin = filepath.Join(work, "edged")
+			out, err := exec.Command("go", "build", "-o", edgedBin, "./cmd/edged").CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("build edged: %v\n%s", err, out)
+			}
+		}
+		port, admin := freePort(), freePort()
+		cfg := filepath.Join(work, "edged.yaml")
+		if err := render(filepath.Join(peersDir, "edge-edged.yaml"), cfg, map[string]string{
+			"Listen": "127.0.0.1:" + port, "Admin": "127.0.0.1:" + admin, "Origin": origin}); err != nil {
+			return err
+		}
+		p, err := procs.Start("edged", []string{edgedBin, "run", "-config", cfg}, work, nil)
+		if err != nil {
+			return err
+		}
+		servers = append(servers, &server{"edged", port, p})
+		versions["edged"] = benchkit.Version(edgedBin, "version")
+	}
+	if use("varnish") {
+		if path, err := exec.LookPath("varnishd"); err == nil {
+			port := freePort()
+			vcl := filepath.Join(work, "edge.vcl")
+			if err := render(filepath.Join(peersDir, "edge-varnish.vcl"), vcl, map[string]string{"OriginHost": oHost, "OriginPort": oPort}); err != nil {
+				return err
+			}
+			p, err := procs.Start("varnish", []string{path, "-F", "-n", filepath.Join(work, "varnish"), "-a", "127.0.0.1:" + port,
+				"-f", vcl, "-s", "malloc,256m"}, work, nil)
+			if err != nil {
+				return err
+			}
+			servers = append(servers, &server{"varnish", port, p})
+			versions["varnish"] = benchkit.Version(path, "-V")
+		} else {
+			fmt.Println("varnishd not installed: skipped")
+		}
+	}
+	if use("nginx") {
+		if path, err := exec.LookPath("nginx"); err == nil {
+			port := freePort()
+			dir := filepath.Join(work, "nginx")
+			for _, d := range []string{"cache", "tmp", "body", "fcgi", "uwsgi", "scgi", "logs"} {
+				_ = os.MkdirAll(filepath.Join(dir, d), 0o755)
+			}
+			conf := filepath.Join(dir, "nginx.conf")
+			if err := render(filepath.Join(peersDir, "edge-nginx.conf"), conf, map[string]string{"Dir": dir, "Listen": "127.0.0.1:" + port, "Origin": origin}); err != nil {
+				return err
+			}
+			p, err := procs.Start("nginx", []string{path, "-p", dir, "-c", conf}, dir, nil)
+			if err != nil {
+				return err
+			}
+			servers = append(servers, &server{"nginx", port, p})
+			versions["nginx"] = benchkit.Version(path, "-v")
+		} else {
+			fmt.Println("nginx not installed: skipped")
+		}
+	}
+	versions["wrk"] = benchkit.Version("wrk", "--version")
+	for _, s := range servers {
+		addr := "127.0.0.1:" + s.port
+		if err := benchkit.WaitTCP(ctx, s.proc, func() error {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}, 20*time.Second); err != nil {
+			return err
+		}
+	}
+
+	suite := &benchkit.Suite{Name: "edge", Title: "CDN edge: cache hits (edged vs Varnish vs nginx proxy_cache)", Notes: []string{
+		fmt.Sprintf("wrk -t%d -c%d -d%s --latency against one cached object per size; every object warmed first (a miss then a hit).", threads, conns, duration),
+		"Same Go origin on loopback for all three (Cache-Control: max-age=3600); configs in bench/peers/edge-*.",
+		"CPU per request: user+system time of the server's whole process tree from /proc, divided by the requests wrk completed.",
+	}}
+	res := &benchkit.Results{Started: time.Now(), Host: hostname(), Machine: benchkit.DescribeMachine(), Versions: versions, Suites: []*benchkit.Suite{suite}}
+	for _, n := range sizes {
+		path := "/obj-" + strconv.Itoa(n)
+		c := &benchkit.Case{Name: "cache hit " + sizeName(n), Metrics: []benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors, benchkit.MetricRSS}}
+		byName := map[string]*server{}
+		for _, s := range servers {
+			c.Subjects = append(c.Subjects, &benchkit.Subject{Name: s.name, Ours: s.name == "edged"})
+			byName[s.name] = s
+			url := "http://127.0.0.1:" + s.port + path
+			for range 3 {
+				if err := warm(url, n); err != nil {
+					return fmt.Errorf("%s: warm %s: %w", s.name, url, err)
+				}
+			}
+		}
+		suite.Cases = append(suite.Cases, c)
+		err := benchkit.Alternate(ctx, os.Stdout, "edge", c, rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
+			s := byName[sub.Name]
+			pid := s.proc.Cmd.Process.Pid
+			before, err := benchkit.TreeUsage(pid)
+			if err != nil {
+				return nil, err
+			}
+			out, err := exec.CommandContext(ctx, "wrk", "-t"+strconv.Itoa(threads), "-c"+strconv.Itoa(conns),
+				"-d"+duration.String(), "--latency", "http://127.0.0.1:"+s.port+path).CombinedOutput()
+			if err != nil {
+				return nil, fmt.Errorf("wrk: %v\n%s", err, out)
+			}
+			after, err := benchkit.TreeUsage(pid)
+			if err != nil {
+				return nil, err
+			}
+			l, err := benchkit.ParseWrk(string(out))
+			if err != nil {
+				return nil, err
+			}
+			return benchkit.Sample(l, before, after, benchkit.MetricRPS.Key), nil
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+	if p, err := res.WriteJSON(resultsDir); err == nil {
+		fmt.Println("results:", p)
+	}
+	p, err := res.WriteReport(reportDir)
+	if err != nil {
+		return err
+	}
+	fmt.Println("report:", p)
+	for _, c := range suite.Cases {
+		fmt.Printf("\n%s\n", c.Name)
+		for _, s := range c.Subjects {
+			fmt.Printf("  %-8s rps %8.0f  cpu %6.1f µs/req  p50 %6.2f ms  p99 %6.2f ms  errors %.0f\n", s.Name,
+				s.Summary["rps"].Median, s.Summary["cpu_us"].Median, s.Summary["p50_ms"].Median, s.Summary["p99_ms"].Median, s.Summary["errors"].Median)
+		}
+	}
+	return nil
+}
+
+// warm fetches url and checks the size.
+func warm(url string, n int) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	got, _ := io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 || got != int64(n) {
+		return fmt.Errorf("status %d, %d bytes", resp.StatusCode, got)
+	}
+	return nil
+}
+
+func render(src, dst string, vars map[string]string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	for k, v := range vars {
+		s = strings.ReplaceAll(s, "{{."+k+"}}", v)
+	}
+	return os.WriteFile(dst, []byte(s), 0o644)
+}
+
+func freePort() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	return p
+}
+
+func parseSize(s string) (int, error) {
+	mult := 1
+	for suf, m := range map[string]int{"KiB": 1 << 10, "MiB": 1 << 20} {
+		if strings.HasSuffix(s, suf) {
+			s, mult = strings.TrimSuffix(s, suf), m
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}
+
+func sizeName(n int) string {
+	switch {
+	case n%(1<<20) == 0:
+		return strconv.Itoa(n>>20) + " MiB"
+	case n%(1<<10) == 0:
+		return strconv.Itoa(n>>10) + " KiB"
+	}
+	return strconv.Itoa(n) + " B"
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}

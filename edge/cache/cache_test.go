@@ -1,0 +1,165 @@
+package cache
+
+import (
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestParseCacheControl(t *testing.T) {
+	type tc struct {
+		in   string
+		want Directives
+	}
+	none := Directives{MaxAge: -1, SMaxAge: -1, StaleWhileRevalidate: -1, StaleIfError: -1, MaxStale: -1, MinFresh: -1}
+	with := func(f func(*Directives)) Directives { d := none; f(&d); return d }
+	for _, c := range []tc{
+		{"", none},
+		{"max-age=60", with(func(d *Directives) { d.MaxAge = time.Minute })},
+		{`MAX-AGE="60", Public`, with(func(d *Directives) { d.MaxAge = time.Minute; d.Public = true })},
+		{"max-age=abc", with(func(d *Directives) { d.MaxAge = 0 })},
+		{"max-age", with(func(d *Directives) { d.MaxAge = 0 })},
+		{"max-age=99999999999999999999", with(func(d *Directives) { d.MaxAge = maxDelta * time.Second })},
+		{"s-maxage=5, must-revalidate, proxy-revalidate", with(func(d *Directives) {
+			d.SMaxAge = 5 * time.Second
+			d.MustRevalidate, d.ProxyRevalidate = true, true
+		})},
+		{`no-cache="Set-Cookie, X-A", private`, with(func(d *Directives) { d.NoCache, d.Private = true, true })},
+		{"no-store,immutable,no-transform", with(func(d *Directives) { d.NoStore, d.Immutable, d.NoTransform = true, true, true })},
+		{"stale-while-revalidate=30, stale-if-error=600", with(func(d *Directives) {
+			d.StaleWhileRevalidate, d.StaleIfError = 30*time.Second, 10*time.Minute
+		})},
+		{"max-stale, min-fresh=3, only-if-cached", with(func(d *Directives) {
+			d.MaxStale, d.MinFresh, d.OnlyIfCached = MaxStaleAny, 3*time.Second, true
+		})},
+		{"unknown=1, ,,", none},
+	} {
+		if got := ParseCacheControl([]string{c.in}); got != c.want {
+			t.Errorf("%q:\n got %+v\nwant %+v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestDecide(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	pol := Policy{DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, Grace: time.Minute}
+	type tc struct {
+		name   string
+		status int
+		hdrs   map[string]string
+		auth   bool
+		store  bool
+		fresh  time.Duration
+		sie    time.Duration
+	}
+	for _, c := range []tc{
+		{"default ttl", 200, nil, false, true, time.Hour, time.Minute},
+		{"max-age capped", 200, map[string]string{"Cache-Control": "max-age=999999"}, false, true, 24 * time.Hour, time.Minute},
+		{"expires", 200, map[string]string{"Date": now.Format(http.TimeFormat), "Expires": now.Add(90 * time.Second).Format(http.TimeFormat)}, false, true, 90 * time.Second, time.Minute},
+		{"no-store", 200, map[string]string{"Cache-Control": "no-store"}, false, false, 0, 0},
+		{"auth not public", 200, map[string]string{"Cache-Control": "max-age=5"}, true, false, 0, 0},
+		{"auth public", 200, map[string]string{"Cache-Control": "public, max-age=5"}, true, true, 5 * time.Second, time.Minute},
+		{"302 no explicit", 302, nil, false, false, 0, 0},
+		{"302 explicit", 302, map[string]string{"Cache-Control": "max-age=5"}, false, true, 5 * time.Second, time.Minute},
+		{"206 never", 206, map[string]string{"Cache-Control": "max-age=5"}, false, false, 0, 0},
+		{"stale-if-error longer than grace", 200, map[string]string{"Cache-Control": "max-age=5, stale-if-error=600"}, false, true, 5 * time.Second, 10 * time.Minute},
+		{"must-revalidate: no stale", 200, map[string]string{"Cache-Control": "max-age=5, must-revalidate, stale-if-error=600"}, false, true, 5 * time.Second, 0},
+		{"heuristic from last-modified", 200, map[string]string{"Date": now.Format(http.TimeFormat), "Last-Modified": now.Add(-100 * time.Hour).Format(http.TimeFormat)}, false, true, time.Hour, time.Minute},
+	} {
+		h := http.Header{}
+		for k, v := range c.hdrs {
+			h.Set(k, v)
+		}
+		d := Decide(c.status, h, c.auth, pol, now)
+		if d.Store != c.store || (d.Store && (d.Fresh != c.fresh || d.SIE != c.sie)) {
+			t.Errorf("%s: %+v", c.name, d)
+		}
+	}
+	// Without a default TTL, Last-Modified gives 10% of the age.
+	h := http.Header{"Date": {now.Format(http.TimeFormat)}, "Last-Modified": {now.Add(-100 * time.Hour).Format(http.TimeFormat)}}
+	if d := Decide(200, h, false, Policy{}, now); d.Fresh != 10*time.Hour {
+		t.Errorf("heuristic: %v", d.Fresh)
+	}
+}
+
+func TestCorrectedInitialAge(t *testing.T) {
+	req := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	resp := req.Add(2 * time.Second)
+	h := http.Header{"Age": {"10"}, "Date": {req.Add(-30 * time.Second).Format(http.TimeFormat)}}
+	if got := CorrectedInitialAge(h, req, resp); got != 32*time.Second {
+		t.Errorf("apparent age wins: %v", got)
+	}
+	h = http.Header{"Age": {"100"}, "Date": {resp.Format(http.TimeFormat)}}
+	if got := CorrectedInitialAge(h, req, resp); got != 102*time.Second {
+		t.Errorf("corrected age wins: %v", got)
+	}
+}
+
+func TestStoreBansAndCost(t *testing.T) {
+	s, err := New(Options{MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mk := func(path string, tags ...string) *Entry {
+		return &Entry{Status: 200, Body: make([]byte, 100), Seq: s.Seq(), ResponseTime: time.Now(), Fresh: time.Hour, Dist: "d", Path: path, Tags: tags}
+	}
+	for _, p := range []string{"/a", "/img/1", "/img/2"} {
+		s.Set(p, mk(p, "t"+p))
+	}
+	s.Wait()
+	if st := s.Stats(); st.Objects != 3 || st.Bytes < 300 {
+		t.Fatalf("stats %+v", st)
+	}
+	s.Invalidate(Ban{Path: "/img/*"})
+	for p, want := range map[string]bool{"/a": true, "/img/1": false, "/img/2": false} {
+		if _, ok := s.Get(p); ok != want {
+			t.Errorf("%s: %v", p, ok)
+		}
+	}
+	s.Set("/img/1", mk("/img/1")) // stored after the ban: visible
+	s.Wait()
+	if _, ok := s.Get("/img/1"); !ok {
+		t.Error("entry fetched after the ban is hidden")
+	}
+	s.Invalidate(Ban{Tag: "t/a"})
+	if _, ok := s.Get("/a"); ok {
+		t.Error("tag ban missed")
+	}
+	if _, err := New(Options{}); err == nil {
+		t.Error("zero budget accepted")
+	}
+}
+
+func FuzzParseCacheControl(f *testing.F) {
+	for _, s := range []string{"max-age=60", `no-cache="a,b", private`, "s-maxage=1,stale-while-revalidate=2", "max-stale", `x="\"",max-age=1`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d := ParseCacheControl([]string{s})
+		for _, v := range []time.Duration{d.MaxAge, d.SMaxAge, d.StaleIfError, d.StaleWhileRevalidate, d.MinFresh} {
+			if v < -1 || v > maxDelta*time.Second {
+				t.Fatalf("%q: out of range %v", s, v)
+			}
+		}
+		h := http.Header{"Cache-Control": {s}}
+		dec := Decide(200, h, false, Policy{DefaultTTL: time.Hour}, time.Now())
+		if dec.Fresh < 0 {
+			t.Fatalf("%q: negative freshness", s)
+		}
+		if d.NoStore && dec.Store {
+			t.Fatalf("%q: no-store stored", s)
+		}
+	})
+}
+
+func FuzzParseTags(f *testing.F) {
+	f.Add("a b  c", "x, y,,z")
+	f.Fuzz(func(t *testing.T, sk, ct string) {
+		for _, tag := range ParseTags(http.Header{"Surrogate-Key": {sk}, "Cache-Tag": {ct}}) {
+			if tag == "" {
+				t.Fatal("empty tag")
+			}
+		}
+	})
+}

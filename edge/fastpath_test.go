@@ -1,0 +1,180 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestFastPathMatchesHandler: a hit answered by the fast path carries the
+// same status, headers and body as one answered by the full handler.
+func TestFastPathMatchesHandler(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("ETag", `"e1"`)
+		w.Header().Add("X-Multi", "a")
+		w.Header().Add("X-Multi", "b")
+		fmt.Fprint(w, "<html>body</html>")
+	})
+	te := startEdge(t, oneOrigin(o, "      response_headers: {X-Extra: yes}\n"), nil)
+	te.get("/p")
+	te.wait()
+	fast := te.get("/p")                               // fast path
+	full := te.get("/p", "X-Forwarded-Proto: http")    // still fast: unknown headers are harmless
+	slow := te.get("/p", "If-None-Match: \"nomatch\"") // full handler (conditional)
+	for _, r := range []resp{fast, full, slow} {
+		if r.code != 200 || r.body != "<html>body</html>" || r.xcache() != "Hit" {
+			t.Fatalf("%d %q %q", r.code, r.body, r.xcache())
+		}
+	}
+	for _, k := range []string{"Cache-Control", "Etag", "Content-Type", "Content-Length", "X-Extra", "Date", "Age"} {
+		if fast.header.Get(k) != slow.header.Get(k) {
+			t.Errorf("%s: fast %q, full handler %q", k, fast.header.Get(k), slow.header.Get(k))
+		}
+	}
+	if strings.Join(fast.header.Values("X-Multi"), ",") != "a,b" {
+		t.Errorf("X-Multi %q", fast.header.Values("X-Multi"))
+	}
+}
+
+// TestFastPathPipelining sends hits, a miss and a conditional request on
+// one connection in one write: answers come back in order, and the
+// connection moves to net/http for the rest.
+func TestFastPathPipelining(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("ETag", `"`+r.URL.Path+`"`)
+		fmt.Fprint(w, "body of ", r.URL.Path)
+	})
+	te := startEdge(t, oneOrigin(o, ""), nil)
+	te.get("/a")
+	te.wait()
+	c, err := net.Dial("tcp", strings.TrimPrefix(te.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	reqs := "GET /a HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"GET /b HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"GET /a HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"/a\"\r\n\r\n" +
+		"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	if _, err := io.WriteString(c, reqs); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	type want struct {
+		method string
+		code   int
+		body   string
+		xc     string
+	}
+	for i, w := range []want{
+		{"GET", 200, "body of /a", "Hit"},
+		{"HEAD", 200, "", "Hit"},
+		{"GET", 200, "body of /b", "Miss"},
+		{"GET", 304, "", "Hit"},
+		{"GET", 200, "body of /a", "Hit"},
+	} {
+		res, err := http.ReadResponse(br, &http.Request{Method: w.method})
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != w.code || string(body) != w.body || !strings.HasPrefix(res.Header.Get("X-Cache"), w.xc) {
+			t.Errorf("response %d: %d %q %q, want %d %q %s", i, res.StatusCode, body, res.Header.Get("X-Cache"), w.code, w.body, w.xc)
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("connection not closed after Connection: close: %v", err)
+	}
+}
+
+func TestFastPathConnectionClose(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "x")
+	})
+	te := startEdge(t, oneOrigin(o, ""), nil)
+	te.get("/a")
+	te.wait()
+	c, err := net.Dial("tcp", strings.TrimPrefix(te.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	all, _ := io.ReadAll(c)
+	if n := strings.Count(string(all), "HTTP/1.1 200"); n != 1 || !strings.Contains(string(all), "Connection: close") {
+		t.Errorf("%d responses:\n%s", n, all)
+	}
+}
+
+// TestFastPathShutdown: idle keep-alive connections are closed promptly on
+// shutdown; the host match is the same as the full handler's.
+func TestFastPathShutdownAndHostCase(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "dist www")
+	})
+	other := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "catch-all")
+	})
+	te := startEdge(t, fmt.Sprintf(`distributions:
+  - name: www
+    domains: [www.example.test]
+    origins: [{name: o, url: "%s"}]
+    default_behavior: {origin: o}
+  - name: any
+    domains: ["*"]
+    origins: [{name: o, url: "%s"}]
+    default_behavior: {origin: o}
+`, o.URL, other.URL), nil)
+	for range 2 {
+		if r := te.get("/x", "Host: WWW.Example.Test"); r.body != "dist www" {
+			t.Errorf("upper-case host: %q", r.body)
+		}
+		if r := te.get("/x", "Host: www.example.test:80"); r.body != "dist www" {
+			t.Errorf("host with port: %q", r.body)
+		}
+		if r := te.get("/x", "Host: elsewhere.test"); r.body != "catch-all" {
+			t.Errorf("other host: %q", r.body)
+		}
+		te.wait()
+	}
+	c, err := net.Dial("tcp", strings.TrimPrefix(te.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
+	br := bufio.NewReader(c)
+	if res, err := http.ReadResponse(br, nil); err != nil || res.Header.Get("X-Cache") != "Hit from edged" {
+		t.Fatalf("%v %v", res, err)
+	} else {
+		io.Copy(io.Discard, res.Body)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := te.svc.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("idle connection still open")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("shutdown took %v", d)
+	}
+}

@@ -1,0 +1,373 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgestack/edgestack/edge/cache"
+)
+
+// call is one origin fetch that concurrent requests for the same key wait
+// on; the result is handed to them directly.
+type call struct {
+	done chan struct{}
+	res  fillResult
+}
+
+type fillResult struct {
+	e      *cache.Entry // the response, shared read-only with waiters
+	key    string       // e's full key
+	status int          // stMiss or stRefreshHit
+	err    error
+	// private: e is for the leader only (not storable); waiters fetch
+	// on their own.
+	private bool
+	pass    bool           // (waiters) fetch on your own
+	stream  *http.Response // (leader) too large to cache: stream it
+	stored  bool
+	leader  bool
+
+	upAddr   string
+	upStatus int
+	upDur    time.Duration
+}
+
+// fill makes one origin request for key2 however many requests ask at once.
+func (h *Handler) fill(st *reqState, key2 string, stale *cache.Entry) fillResult {
+	if stale != nil && stale.HitForMiss {
+		res := h.doFill(st, key2, nil)
+		res.leader = true
+		return res
+	}
+	h.mu.Lock()
+	if c, ok := h.flight[key2]; ok && !c.finishedStale(time.Now()) {
+		h.mu.Unlock()
+		h.m.coalesced.Inc()
+		select {
+		case <-c.done:
+		case <-st.r.Context().Done():
+			return fillResult{err: st.r.Context().Err()}
+		}
+		res := c.res
+		res.leader = false
+		if res.stream != nil || res.private {
+			return fillResult{pass: true}
+		}
+		if res.e != nil && len(res.e.Vary) > 0 && varyKey(st.key, res.e.Vary, st.r) != res.key {
+			// Another variant: fetch it (coalesced on its own key).
+			if st.depth < 2 {
+				st.depth++
+				return h.fill(st, varyKey(st.key, res.e.Vary, st.r), nil)
+			}
+			return fillResult{pass: true}
+		}
+		return res
+	}
+	c := &call{done: make(chan struct{})}
+	h.flight[key2] = c
+	h.mu.Unlock()
+
+	res := h.doFill(st, key2, stale)
+	res.leader = true
+	c.res = res
+	close(c.done)
+	forget := func() {
+		h.mu.Lock()
+		if h.flight[key2] == c {
+			delete(h.flight, key2)
+		}
+		h.mu.Unlock()
+	}
+	if res.stored {
+		// Keep the finished call visible until the Set is applied, so no
+		// request falls between "no longer in flight" and "in the store".
+		go func() {
+			h.store.Wait()
+			forget()
+		}()
+	} else {
+		forget()
+	}
+	return res
+}
+
+// finishedStale reports a call that has finished with an entry that is
+// no longer fresh: a new request must fetch again rather than reuse it.
+func (c *call) finishedStale(now time.Time) bool {
+	select {
+	case <-c.done:
+		return c.res.e == nil || c.res.e.Age(now) >= c.res.e.Fresh
+	default:
+		return false
+	}
+}
+
+// doFill fetches from the origin and builds (and stores) the entry.
+func (h *Handler) doFill(st *reqState, key2 string, stale *cache.Entry) fillResult {
+	b := st.b
+	ctx, cancel := context.WithTimeout(h.bgCtx, b.readTO)
+	req := h.originRequest(ctx, st, http.MethodGet, false)
+	if stale != nil && !stale.HitForMiss {
+		if stale.ETag != "" {
+			req.Header.Set("If-None-Match", stale.ETag)
+		}
+		if !stale.LastModified.IsZero() {
+			req.Header.Set("If-Modified-Since", stale.LastModified.UTC().Format(http.TimeFormat))
+		}
+	}
+	seq := h.store.Seq()
+	reqTime := time.Now()
+	resp, err := b.origin.RoundTrip(req)
+	if err != nil {
+		cancel()
+		return fillResult{err: err, upAddr: b.origin.Name()}
+	}
+	respTime := time.Now()
+	res := fillResult{upAddr: b.origin.Name(), upStatus: resp.StatusCode, upDur: respTime.Sub(reqTime), status: stMiss}
+	if resp.StatusCode == http.StatusNotModified && stale != nil && !stale.HitForMiss {
+		resp.Body.Close()
+		cancel()
+		hdr := cache.MergeHeader(stale.Header, resp.Header)
+		e, ok := h.newEntry(st, stale.Status, hdr, stale.Body, reqTime, respTime, seq, stale.ID)
+		res.e, res.key, res.status = e, key2, stRefreshHit
+		if ok {
+			res.key = h.put(st, e)
+			res.stored = true
+		} else {
+			res.private = true
+		}
+		return res
+	}
+	limit := st.s.maxObject
+	if resp.ContentLength > limit {
+		h.m.streamed.Inc()
+		h.markHitForMiss(st)
+		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+		res.stream = resp
+		return res
+	}
+	body, over, err := readBody(resp.Body, resp.ContentLength, limit)
+	if over {
+		h.m.streamed.Inc()
+		h.markHitForMiss(st)
+		resp.Body = &cancelBody{ReadCloser: struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}, cancel: cancel}
+		res.stream = resp
+		return res
+	}
+	resp.Body.Close()
+	cancel()
+	if err != nil {
+		return fillResult{err: err, upAddr: res.upAddr, upStatus: res.upStatus}
+	}
+	e, ok := h.newEntry(st, resp.StatusCode, resp.Header, body, reqTime, respTime, seq, cache.NewID())
+	res.e, res.key = e, key2
+	switch {
+	case ok:
+		res.key = h.put(st, e)
+		res.stored = true
+	case resp.StatusCode >= 500 && resp.Header.Get("Set-Cookie") == "" && !strings.Contains(resp.Header.Get("Cache-Control"), "private"):
+		// An origin error may be shared with the waiters.
+	default:
+		res.private = true
+		h.markHitForMiss(st)
+	}
+	return res
+}
+
+// errorTTL caps the heuristic lifetime of error responses.
+const errorTTL = 10 * time.Second
+
+// put stores e (under a Vary marker when it varies) and returns its key.
+func (h *Handler) put(st *reqState, e *cache.Entry) string {
+	if st.s.sendfile > 0 && int64(len(e.Body)) >= st.s.sendfile {
+		e.Blob = cache.NewBlob(e.Body)
+	}
+	if len(e.Vary) == 0 {
+		h.store.Set(st.key, e)
+		return st.key
+	}
+	marker := &cache.Entry{
+		VaryMarker: true, Vary: e.Vary, Seq: e.Seq, ResponseTime: e.ResponseTime,
+		InitialAge: e.InitialAge, Fresh: e.Fresh, SWR: e.SWR, SIE: e.SIE, Keep: e.Keep, NoStale: e.NoStale,
+		Dist: e.Dist, Host: e.Host, Path: e.Path, Tags: e.Tags,
+	}
+	h.store.Set(st.key, marker)
+	k2 := varyKey(st.key, e.Vary, st.r)
+	h.store.Set(k2, e)
+	return k2
+}
+
+func (h *Handler) markHitForMiss(st *reqState) {
+	h.store.Set(st.key, &cache.Entry{
+		HitForMiss: true, ResponseTime: time.Now(), Keep: 2 * time.Minute, NoStale: true,
+		Seq: h.store.Seq(), Dist: st.b.d.name, Path: st.r.URL.Path,
+	})
+}
+
+// newEntry builds an entry; ok tells whether it may be stored.
+func (h *Handler) newEntry(st *reqState, status int, hdr http.Header, body []byte, reqTime, respTime time.Time, seq, id uint64) (*cache.Entry, bool) {
+	b := st.b
+	pol := b.policy
+	if er, ok := b.errors[status]; ok {
+		pol.DefaultTTL, pol.MaxTTL, pol.MinTTL = er.ttl, er.ttl, 0
+	} else if status >= 400 {
+		// Errors without freshness information are cached briefly (as
+		// CloudFront's 10 s error caching TTL), not for the default TTL.
+		pol.DefaultTTL = min(pol.DefaultTTL, errorTTL)
+	}
+	hasAuth := slices.Contains(b.keyHeaders, "Authorization") && st.r.Header.Get("Authorization") != ""
+	dec := cache.Decide(status, hdr, hasAuth, pol, respTime)
+	stored := cache.StoredHeader(hdr)
+	tags := cache.ParseTags(hdr)
+	delete(stored, "Surrogate-Key")
+	delete(stored, "Surrogate-Control")
+	delete(stored, "Content-Length")
+	vary := cache.VaryFields(hdr)
+	vary = slices.DeleteFunc(vary, func(f string) bool { return f == "Accept-Encoding" })
+	if _, ok := stored["Content-Type"]; !ok && len(body) > 0 && status != http.StatusNoContent {
+		// What net/http would add when serving it; stored once instead.
+		stored["Content-Type"] = []string{http.DetectContentType(body)}
+	}
+	if b.compress && compressible(status, stored) && !slices.Contains(cache.VaryFields(stored), "Accept-Encoding") {
+		stored["Vary"] = append(slices.Clip(stored["Vary"]), "Accept-Encoding")
+	}
+	e := &cache.Entry{
+		Status: status, Header: stored, Body: body, Seq: seq, ID: id,
+		ResponseTime: respTime, InitialAge: cache.CorrectedInitialAge(hdr, reqTime, respTime),
+		Fresh: dec.Fresh, SWR: dec.SWR, SIE: dec.SIE, NoStale: dec.NoStale, Keep: pol.Keep,
+		ETag: hdr.Get("ETag"), Vary: vary, Tags: tags, Encoding: hdr.Get("Content-Encoding"),
+		Dist: b.d.name, Host: strings.ToLower(st.r.Host), Path: st.r.URL.Path,
+		ContentLength: []string{strconv.Itoa(len(body))},
+	}
+	if status != http.StatusNoContent && status != http.StatusNotModified {
+		e.Wire = cache.WireHeader(stored, e.ContentLength[0])
+	}
+	if lm, ok := cache.ParseHTTPDate(hdr.Get("Last-Modified")); ok {
+		e.LastModified = lm
+	}
+	if e.ETag == "" && e.LastModified.IsZero() {
+		e.Keep = 0 // nothing to revalidate with
+	}
+	return e, dec.Store
+}
+
+// readBody reads up to limit bytes; over reports that the body is longer
+// (body then holds what was read so far).
+func readBody(r io.Reader, length, limit int64) (body []byte, over bool, err error) {
+	if length >= 0 {
+		body = make([]byte, length)
+		_, err = io.ReadFull(r, body)
+		if err != nil {
+			return nil, false, err
+		}
+		return body, false, nil
+	}
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if n > limit {
+		return buf.Bytes(), true, nil
+	}
+	return bytes.Clone(buf.Bytes()), false, nil
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelBody) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// originRequest builds the request sent to the origin. Cache fills carry
+// only what is in the cache key (so nothing outside the key can change a
+// cached response); passes (unsafe methods) carry every end-to-end field
+// and the body.
+func (h *Handler) originRequest(ctx context.Context, st *reqState, method string, all bool) *http.Request {
+	r, b := st.r, st.b
+	u := &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: st.query}
+	if all {
+		u.RawQuery = r.URL.RawQuery
+	}
+	req := (&http.Request{Method: method, URL: u, Header: http.Header{}, Host: r.Host, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}).WithContext(ctx)
+	if all {
+		for k, vs := range cache.StoredHeader(r.Header) {
+			req.Header[k] = vs
+		}
+		req.Header.Del("Accept-Encoding")
+		if r.Body != nil && r.Body != http.NoBody {
+			req.Body = http.MaxBytesReader(nil, r.Body, st.s.maxBody)
+			req.ContentLength = r.ContentLength
+			if r.ContentLength == 0 {
+				req.ContentLength = -1
+			}
+		}
+	} else {
+		for _, k := range b.keyHeaders {
+			if vs, ok := r.Header[k]; ok {
+				req.Header[k] = vs
+			}
+		}
+		if len(b.keyCookies) > 0 {
+			var parts []string
+			for _, name := range b.keyCookies {
+				if c, err := r.Cookie(name); err == nil {
+					parts = append(parts, c.Name+"="+c.Value)
+				}
+			}
+			if len(parts) > 0 {
+				req.Header.Set("Cookie", strings.Join(parts, "; "))
+			}
+		}
+	}
+	xff := peerAddr(r).String()
+	if prior := r.Header.Values("X-Forwarded-For"); len(prior) > 0 && len(st.s.trusted) > 0 {
+		xff = strings.Join(prior, ", ") + ", " + xff
+	}
+	req.Header.Set("X-Forwarded-For", xff)
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	req.Header.Set("X-Forwarded-Proto", proto)
+	req.Header.Set("X-Forwarded-Host", r.Host)
+	via := strconv.Itoa(r.ProtoMajor) + "." + strconv.Itoa(r.ProtoMinor) + " edged"
+	if prior := r.Header.Values("Via"); len(prior) > 0 {
+		via = strings.Join(prior, ", ") + ", " + via
+	}
+	req.Header.Set("Via", via)
+	return req
+}
+
+// revalidateAsync refreshes a stale entry in the background (RFC 5861
+// stale-while-revalidate); at most one per key.
+func (h *Handler) revalidateAsync(st *reqState, key2 string, e *cache.Entry) {
+	h.mu.Lock()
+	_, busy := h.flight[key2]
+	h.mu.Unlock()
+	if busy || h.bgCtx.Err() != nil {
+		return
+	}
+	sub := *st
+	sub.r = st.r.WithContext(h.bgCtx)
+	h.bg.Add(1)
+	go func() {
+		defer h.bg.Done()
+		h.fill(&sub, key2, e)
+	}()
+}

@@ -1,0 +1,288 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgestack/edgestack/edge/cache"
+	"github.com/edgestack/edgestack/internal/accesslog"
+)
+
+// Handler is the edge's viewer-facing HTTP handler.
+type Handler struct {
+	snap  atomic.Pointer[snapshot]
+	store *cache.Store
+	m     *metrics
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	flight map[string]*call
+
+	// bg tracks background revalidations so Shutdown can wait for them.
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+}
+
+// newHandler builds a handler over store.
+func newHandler(store *cache.Store, m *metrics, log *slog.Logger) *Handler {
+	h := &Handler{store: store, m: m, log: log, flight: map[string]*call{}}
+	h.bgCtx, h.bgCancel = context.WithCancel(context.Background())
+	return h
+}
+
+// reqState is what one viewer request carries through the handler.
+type reqState struct {
+	r      *http.Request
+	s      *snapshot
+	b      *behavior
+	client netip.Addr
+	key    string
+	query  string // forwarded query
+	now    time.Time
+	status int // cache status
+	// upstream leg, for the access log
+	upAddr   string
+	upStatus int
+	upDur    time.Duration
+	upBytes  int64
+	bytes    int64
+	code     int
+	depth    int // error-page recursion guard
+}
+
+// ServeHTTP serves one viewer request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := h.snap.Load()
+	st := reqState{r: r, s: s, now: time.Now()}
+	h.serve(w, &st)
+	if s.log != nil {
+		h.accessLog(&st)
+	}
+}
+
+func (h *Handler) serve(w http.ResponseWriter, st *reqState) {
+	r, s := st.r, st.s
+	if len(r.RequestURI) > s.maxURL {
+		h.refuse(w, st, nil, http.StatusRequestURITooLong, "request target longer than limits.max_url_length")
+		return
+	}
+	d := s.lookup(r.Host)
+	if d == nil {
+		h.refuse(w, st, nil, http.StatusNotFound, "no distribution serves host "+strconv.Quote(r.Host))
+		return
+	}
+	if len(d.allow) > 0 || len(d.deny) > 0 || len(s.trusted) > 0 {
+		st.client = s.viewerAddr(r)
+		if !d.permitted(st.client) {
+			h.refuse(w, st, d, http.StatusForbidden, "access denied for this client address")
+			return
+		}
+	}
+	b := d.behavior(r.URL.Path)
+	st.b = b
+	if r.TLS == nil && b.viewer != vpAllow {
+		if b.viewer == vpHTTPSOnly || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			h.refuse(w, st, d, http.StatusForbidden, "this content is only served over HTTPS")
+			return
+		}
+		host := r.Host
+		if hh, _, err := net.SplitHostPort(host); err == nil {
+			host = hh
+		}
+		w.Header().Set("Location", "https://"+host+r.URL.RequestURI())
+		st.status, st.code = stRedirect, http.StatusMovedPermanently
+		d.counters[stRedirect].Inc()
+		w.WriteHeader(http.StatusMovedPermanently)
+		return
+	}
+	if !b.allows(r.Method) {
+		w.Header().Set("Allow", b.allowHdr)
+		h.refuse(w, st, d, http.StatusMethodNotAllowed, "method not allowed by this cache behavior")
+		return
+	}
+	if b.signed {
+		if !st.client.IsValid() {
+			st.client = s.viewerAddr(r)
+		}
+		q, ok := s.verifySigned(r, st.client, st.now)
+		if !ok {
+			h.refuse(w, st, d, http.StatusForbidden, "missing, invalid or expired URL signature")
+			return
+		}
+		r2 := *r
+		u := *r.URL
+		u.RawQuery = q
+		r2.URL = &u
+		st.r = &r2
+		r = &r2
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		h.pass(w, st, true)
+		return
+	}
+	st.key, st.query = b.cacheKey(r)
+	h.cached(w, st)
+}
+
+// refuse answers with a short text reason.
+func (h *Handler) refuse(w http.ResponseWriter, st *reqState, d *dist, code int, reason string) {
+	st.status, st.code = stDenied, code
+	if code >= 500 || code == http.StatusRequestURITooLong || code == http.StatusNotFound {
+		st.status = stError
+	}
+	if d != nil {
+		d.counters[st.status].Inc()
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header()["X-Cache"] = xcache[st.status]
+	w.WriteHeader(code)
+	n, _ := fmt.Fprintf(w, "%d %s: %s\n", code, http.StatusText(code), reason)
+	st.bytes = int64(n)
+}
+
+func (h *Handler) accessLog(st *reqState) {
+	r := st.r
+	e := accesslog.Entry{
+		Time: st.now, Method: r.Method, URI: r.RequestURI, Proto: r.Proto, Host: r.Host,
+		Status: st.code, Bytes: st.bytes, Duration: time.Since(st.now),
+		Referer: r.Referer(), UserAgent: r.UserAgent(),
+		UpstreamAddr: st.upAddr, UpstreamStatus: st.upStatus, UpstreamBytes: st.upBytes, UpstreamDuration: st.upDur,
+		Cache: statusNames[st.status],
+	}
+	if st.client.IsValid() {
+		e.Remote = st.client.String()
+	} else {
+		e.Remote = peerAddr(r).String()
+	}
+	if st.b != nil {
+		e.Route = st.b.name
+	}
+	st.s.log.Log(&e)
+}
+
+// cached serves a GET or HEAD through the cache.
+func (h *Handler) cached(w http.ResponseWriter, st *reqState) {
+	e, key2 := h.lookup(st.key, st.r)
+	if e != nil && !e.HitForMiss {
+		age := e.Age(st.now)
+		if age < e.Fresh {
+			st.status = stHit
+			h.deliver(w, st, e, key2, age)
+			return
+		}
+		if !e.NoStale && age < e.Fresh+e.SWR {
+			st.status = stStale
+			h.revalidateAsync(st, key2, e)
+			h.deliver(w, st, e, key2, age)
+			return
+		}
+		h.fetchAndServe(w, st, e, key2)
+		return
+	}
+	// A miss, or a hit-for-miss marker (fetched without coalescing).
+	h.fetchAndServe(w, st, e, key2)
+}
+
+// lookup finds the entry for key, resolving a Vary marker to the variant
+// for r; it returns the entry and its full key.
+func (h *Handler) lookup(key string, r *http.Request) (*cache.Entry, string) {
+	e, ok := h.store.Get(key)
+	if !ok {
+		return nil, key
+	}
+	if !e.VaryMarker {
+		return e, key
+	}
+	k2 := varyKey(key, e.Vary, r)
+	e2, ok := h.store.Get(k2)
+	if !ok {
+		return nil, k2
+	}
+	return e2, k2
+}
+
+// varyKey appends the request's values of the Vary fields to key.
+// Accept-Encoding is left out: the edge never forwards it and keys
+// encodings itself.
+func varyKey(key string, fields []string, r *http.Request) string {
+	var sb strings.Builder
+	sb.WriteString(key)
+	sb.WriteString("\x00v")
+	for _, f := range fields {
+		if f == "Accept-Encoding" {
+			continue
+		}
+		sb.WriteByte(0)
+		sb.WriteString(f)
+		sb.WriteByte('=')
+		sb.WriteString(strings.Join(r.Header.Values(f), ","))
+	}
+	return sb.String()
+}
+
+// fetchAndServe fetches (coalesced) and serves the outcome, falling back
+// to stale when the origin fails and the entry allows it.
+func (h *Handler) fetchAndServe(w http.ResponseWriter, st *reqState, stale *cache.Entry, key2 string) {
+	res := h.fill(st, key2, stale)
+	switch {
+	case res.err != nil:
+		if stale != nil && canServeStaleOnError(stale, st.now) {
+			st.status = stStale
+			h.deliver(w, st, stale, key2, stale.Age(st.now))
+			return
+		}
+		code := http.StatusBadGateway
+		var ne net.Error
+		if errors.Is(res.err, context.DeadlineExceeded) || (errors.As(res.err, &ne) && ne.Timeout()) {
+			code = http.StatusGatewayTimeout
+		}
+		h.log.Warn("origin fetch failed", "distribution", st.b.d.name, "path", st.r.URL.Path, "err", res.err)
+		h.errorResponse(w, st, code, "origin unreachable or failed: "+http.StatusText(code))
+		return
+	case res.pass:
+		h.pass(w, st, false)
+		return
+	case res.stream != nil:
+		h.stream(w, st, res.stream)
+		return
+	}
+	e := res.e
+	if e.Status >= 500 && stale != nil && canServeStaleOnError(stale, st.now) {
+		st.status = stStale
+		h.deliver(w, st, stale, key2, stale.Age(st.now))
+		return
+	}
+	st.status = res.status
+	if res.leader {
+		st.upAddr, st.upStatus, st.upDur, st.upBytes = res.upAddr, res.upStatus, res.upDur, int64(len(e.Body))
+	}
+	h.deliver(w, st, e, res.key, e.Age(time.Now()))
+}
+
+func canServeStaleOnError(e *cache.Entry, now time.Time) bool {
+	return !e.NoStale && e.Age(now) < e.Fresh+e.SIE
+}
+
+// errorResponse sends an edge-generated error, through a custom error
+// page when configured.
+func (h *Handler) errorResponse(w http.ResponseWriter, st *reqState, code int, reason string) {
+	if st.b != nil {
+		if er, ok := st.b.errors[code]; ok && er.page != "" && h.errorPage(w, st, er) {
+			return
+		}
+	}
+	h.refuse(w, st, st.b.d, code, reason)
+	st.status = stError
+}

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package edge
+
+import (
+	"net"
+
+	"github.com/edgestack/edgestack/edge/cache"
+)
+
+func sendHeadAndBlob(net.Conn, []byte, *cache.Blob) (bool, error) { return false, nil }

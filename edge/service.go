@@ -1,0 +1,427 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgestack/edgestack/certs/certsource"
+	"github.com/edgestack/edgestack/edge/cache"
+	"github.com/edgestack/edgestack/internal/accesslog"
+	"github.com/edgestack/edgestack/internal/app"
+	"github.com/edgestack/edgestack/internal/httpguard"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Service is the running edged.
+type Service struct {
+	deps  app.Deps
+	log   *slog.Logger
+	cfg   atomic.Pointer[Config]
+	store *cache.Store
+	h     *Handler
+	m     *metrics
+
+	certs   atomic.Pointer[certSet]
+	sources []*certsource.Source
+
+	mu      sync.Mutex
+	servers []*http.Server
+	fast    []*fastServer
+	addrs   []net.Addr
+	logOut  io.WriteCloser
+	logPath string
+	wg      sync.WaitGroup
+	started atomic.Bool
+
+	rejects prometheus.Counter
+}
+
+// NewService builds edged from a valid config.
+func NewService(deps app.Deps, cfg *Config) (app.Service[*Config], error) {
+	return New(deps, cfg)
+}
+
+// New is NewService returning the concrete type (for tests).
+func New(deps app.Deps, cfg *Config) (*Service, error) {
+	log := deps.Logger.With("component", "edge")
+	store, err := cache.New(cache.Options{MaxBytes: int64(cfg.Cache.MaxSize)})
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{deps: deps, log: log, store: store}
+	s.m = newMetrics(deps.Registry, store)
+	s.rejects = prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "malformed_requests_total",
+		Help: "Requests refused by the request-framing guard (400/431) before any origin request."})
+	deps.Registry.MustRegister(s.rejects)
+	s.h = newHandler(store, s.m, log)
+	snap, err := build(cfg, s.m)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	if err := s.setAccessLog(cfg, snap); err != nil {
+		store.Close()
+		return nil, err
+	}
+	s.h.snap.Store(snap)
+	certs, err := loadCerts(cfg)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	s.certs.Store(certs)
+	s.cfg.Store(cfg)
+	s.registerAPI()
+	deps.Admin.AddReadiness("edge", func() error {
+		if !s.started.Load() {
+			return errors.New("listeners not started")
+		}
+		return nil
+	})
+	return s, nil
+}
+
+// Handler returns the viewer-facing handler (for tests and embedding).
+func (s *Service) Handler() http.Handler { return s.h }
+
+// Store returns the cache (for tests).
+func (s *Service) Store() *cache.Store { return s.store }
+
+// Addrs returns the bound listener addresses, in config order.
+func (s *Service) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]net.Addr(nil), s.addrs...)
+}
+
+func (s *Service) setAccessLog(cfg *Config, snap *snapshot) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path := cfg.AccessLog.Path
+	if path == "" {
+		return nil
+	}
+	var w io.Writer
+	switch path {
+	case "stdout":
+		w = os.Stdout
+	case "stderr":
+		w = os.Stderr
+	default:
+		if path == s.logPath && s.logOut != nil {
+			w = s.logOut
+			break
+		}
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+		if err != nil {
+			return fmt.Errorf("access log: %w", err)
+		}
+		if s.logOut != nil {
+			old := s.logOut
+			time.AfterFunc(5*time.Second, func() { _ = old.Close() })
+		}
+		s.logOut, s.logPath, w = f, path, f
+	}
+	l, err := accesslog.New(w, cfg.AccessLog.Format)
+	if err != nil {
+		return err
+	}
+	snap.log = l
+	return nil
+}
+
+// memoryLimit is the Go soft memory limit edged sets for a cache budget
+// unless GOMEMLIMIT is set: a backstop at 1.5 × the budget + 128 MiB, high
+// enough above the live heap (cache, connections, buffers) that the
+// collector never has to run continuously to stay under it.
+func memoryLimit(maxSize int64) int64 { return maxSize + maxSize/2 + 128<<20 }
+
+// tuneGC makes the collector keep the heap near the live cache: GOGC=50
+// (unless GOGC is set) lets garbage reach half the live heap instead of
+// all of it, and the soft limit caps the rest.
+func tuneGC(maxSize int64) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit(maxSize))
+	}
+}
+
+// Start binds every listener and serves.
+func (s *Service) Start(ctx context.Context) error {
+	cfg := s.cfg.Load()
+	tuneGC(int64(cfg.Cache.MaxSize))
+	for _, dir := range certdDirs(cfg) {
+		src, err := certsource.New(certsource.Options{Dir: dir, Logger: s.log.With("component", "certsource"),
+			Registerer: s.deps.Registry, Namespace: "edgestack_edged"})
+		if err != nil {
+			return fmt.Errorf("edge: certd_dir %s: %w", dir, err)
+		}
+		src.Start(ctx)
+		s.sources = append(s.sources, src)
+	}
+	guardOpts := httpguard.Options{MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes), OnReject: func(httpguard.Result) { s.rejects.Inc() }}
+	var handler http.Handler = s.h
+	if len(s.sources) > 0 {
+		edge := handler
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			for _, src := range s.sources {
+				if src.HTTPChallenge(w, r) {
+					return
+				}
+			}
+			edge.ServeHTTP(w, r)
+		})
+	}
+	handler = httpguard.Wrap(handler, guardOpts)
+	for _, l := range cfg.Listeners {
+		ln, err := net.Listen("tcp", l.Address)
+		if err != nil {
+			s.closeAll()
+			return fmt.Errorf("edge: listener %s: %w", l.Address, err)
+		}
+		srv := &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: cfg.Timeouts.ReadHeader.D(),
+			ReadTimeout:       cfg.Timeouts.Read.D(),
+			WriteTimeout:      cfg.Timeouts.Write.D(),
+			IdleTimeout:       cfg.Timeouts.Idle.D(),
+			MaxHeaderBytes:    int(cfg.Limits.MaxHeaderBytes),
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
+		name := l.Name
+		if name == "" {
+			name = l.Address
+		}
+		s.mu.Lock()
+		s.servers = append(s.servers, srv)
+		s.addrs = append(s.addrs, ln.Addr())
+		s.mu.Unlock()
+		s.wg.Add(1)
+		if l.TLS != nil {
+			srv.TLSConfig = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12,
+				NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}}
+			go func() {
+				defer s.wg.Done()
+				if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					s.deps.Fail(fmt.Errorf("edge: listener %s: %w", name, err))
+				}
+			}()
+		} else {
+			// Plain HTTP/1.1: fresh hits are answered by the fast path,
+			// everything else by srv through the connections it hands over.
+			fs := newFastServer(s.h, httpguard.NewListener(ln, guardOpts), cfg.Timeouts.Idle.D(), cfg.Timeouts.ReadHeader.D(), cfg.Timeouts.Write.D())
+			s.mu.Lock()
+			s.fast = append(s.fast, fs)
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				if err := srv.Serve(fs.handoff); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					s.deps.Fail(fmt.Errorf("edge: listener %s: %w", name, err))
+				}
+			}()
+			go func() {
+				defer s.wg.Done()
+				if err := fs.serve(); err != nil {
+					s.deps.Fail(fmt.Errorf("edge: listener %s: %w", name, err))
+				}
+			}()
+		}
+		s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "tls", l.TLS != nil)
+	}
+	s.started.Store(true)
+	return nil
+}
+
+func certdDirs(cfg *Config) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, l := range cfg.Listeners {
+		if l.TLS != nil && l.TLS.CertdDir != "" && !seen[l.TLS.CertdDir] {
+			seen[l.TLS.CertdDir] = true
+			out = append(out, l.TLS.CertdDir)
+		}
+	}
+	return out
+}
+
+// waitCtx waits for wg or ctx, whichever ends first.
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+func (s *Service) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.fast {
+		f.close()
+	}
+	for _, srv := range s.servers {
+		_ = srv.Close()
+	}
+}
+
+// Reload swaps in a new config; listener and cache size changes need a
+// restart (a warning says so).
+func (s *Service) Reload(_ context.Context, cfg *Config) error {
+	old := s.cfg.Load()
+	snap, err := build(cfg, s.m)
+	if err != nil {
+		return err
+	}
+	certs, err := loadCerts(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.setAccessLog(cfg, snap); err != nil {
+		return err
+	}
+	if fmt.Sprint(old.Listeners) != fmt.Sprint(cfg.Listeners) || old.Timeouts != cfg.Timeouts || old.Limits.MaxHeaderBytes != cfg.Limits.MaxHeaderBytes {
+		s.log.Warn("listener, timeout and header-limit changes need a restart; keeping the running ones")
+	}
+	if cfg.Cache.MaxSize != old.Cache.MaxSize {
+		s.store.SetMaxBytes(int64(cfg.Cache.MaxSize))
+		tuneGC(int64(cfg.Cache.MaxSize))
+	}
+	prev := s.h.snap.Swap(snap)
+	s.certs.Store(certs)
+	s.cfg.Store(cfg)
+	s.forgetRemoved(prev, snap)
+	return nil
+}
+
+// forgetRemoved deletes metric series of removed distributions and idles
+// the old origins' connection pools.
+func (s *Service) forgetRemoved(prev, next *snapshot) {
+	keep := map[string]bool{}
+	for _, d := range next.dists {
+		keep[d.name] = true
+	}
+	for _, d := range prev.dists {
+		if !keep[d.name] {
+			s.m.requests.DeletePartialMatch(prometheus.Labels{"distribution": d.name})
+			s.m.bytes.DeleteLabelValues(d.name)
+			s.m.originDur.DeletePartialMatch(prometheus.Labels{"distribution": d.name})
+			s.m.originErr.DeletePartialMatch(prometheus.Labels{"distribution": d.name})
+		}
+	}
+	for _, o := range prev.origins {
+		if in, ok := o.(*instrumented); ok {
+			o = in.Origin
+		}
+		if c, ok := o.(interface{ CloseIdle() }); ok {
+			c.CloseIdle()
+		}
+	}
+}
+
+// Shutdown drains viewer connections until ctx ends, then closes.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	servers := append([]*http.Server(nil), s.servers...)
+	fast := append([]*fastServer(nil), s.fast...)
+	s.mu.Unlock()
+	for _, f := range fast {
+		f.close()
+	}
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+			errs = append(errs, err)
+		}
+	}
+	for _, f := range fast {
+		waitCtx(ctx, &f.wg)
+	}
+	waitCtx(ctx, &s.wg)
+	s.h.bgCancel()
+	s.h.bg.Wait()
+	for _, src := range s.sources {
+		src.Close()
+	}
+	s.store.Close()
+	s.mu.Lock()
+	if s.logOut != nil {
+		_ = s.logOut.Close()
+	}
+	s.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// certSet holds the static certificates by name.
+type certSet struct {
+	byName map[string]*tls.Certificate
+	first  *tls.Certificate
+}
+
+func loadCerts(cfg *Config) (*certSet, error) {
+	cs := &certSet{byName: map[string]*tls.Certificate{}}
+	for _, l := range cfg.Listeners {
+		if l.TLS == nil {
+			continue
+		}
+		for _, p := range l.TLS.Certificates {
+			c, err := loadPair(p)
+			if err != nil {
+				return nil, err
+			}
+			leaf := c.Leaf
+			if leaf == nil && len(c.Certificate) > 0 {
+				leaf, _ = x509.ParseCertificate(c.Certificate[0])
+			}
+			cp := c
+			if cs.first == nil {
+				cs.first = &cp
+			}
+			if leaf != nil {
+				for _, n := range leaf.DNSNames {
+					cs.byName[strings.ToLower(n)] = &cp
+				}
+			}
+		}
+	}
+	return cs, nil
+}
+
+func (s *Service) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	cs := s.certs.Load()
+	if c, ok := cs.byName[name]; ok {
+		return c, nil
+	}
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		if c, ok := cs.byName["*"+name[i:]]; ok {
+			return c, nil
+		}
+	}
+	for _, src := range s.sources {
+		if c, err := src.GetCertificate(hello); err == nil && c != nil {
+			return c, nil
+		}
+	}
+	if cs.first != nil {
+		return cs.first, nil
+	}
+	return nil, fmt.Errorf("edge: no certificate for %q", hello.ServerName)
+}
