@@ -6,6 +6,7 @@ func Groups() []Group {
 	return []Group{
 		Daemons(),
 		DNS(),
+		Certs(),
 		CDN(),
 	}
 }

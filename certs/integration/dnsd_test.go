@@ -1,0 +1,156 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgestack/edgestack/certs/certsource"
+	"github.com/edgestack/edgestack/certs/manager"
+	"github.com/edgestack/edgestack/certs/pebbletest"
+	dnsserver "github.com/edgestack/edgestack/dns"
+	"github.com/edgestack/edgestack/internal/admin"
+	"github.com/edgestack/edgestack/internal/app"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const token = "dnsd-token"
+
+// startDNSD runs a real dnsd in process with an API-managed zone.
+func startDNSD(t *testing.T, zone string) (dnsAddr, adminURL string) {
+	t.Helper()
+	cfg := dnsserver.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Admin.Listen = "127.0.0.1:0"
+	cfg.Admin.Token = token
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	logger := slog.New(slog.DiscardHandler)
+	adm, err := admin.New(cfg.Admin, admin.Options{Logger: logger, Gatherer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := dnsserver.NewService(app.Deps{Logger: logger, Registry: reg, Admin: adm, Info: app.Info{Name: "dnsd"}, Fail: func(err error) { t.Errorf("dnsd: %v", err) }}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = adm.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = adm.Shutdown(ctx)
+		_ = svc.Shutdown(ctx)
+	})
+	adminURL = "http://" + ln.Addr().String()
+	body, _ := json.Marshal(map[string]any{"name": zone, "soa_email": "hostmaster." + zone, "nameservers": []string{"ns1." + zone}})
+	req, _ := http.NewRequest(http.MethodPost, adminURL+"/v1/zones", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		t.Fatalf("create zone: %s", resp.Status)
+	}
+	return svc.(interface{ Addr() string }).Addr(), adminURL
+}
+
+func rrsets(t *testing.T, adminURL, zone string) string {
+	t.Helper()
+	resp, err := http.Get(adminURL + "/v1/zones/" + zone + "/rrsets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	return buf.String()
+}
+
+// TestDNS01ThroughDNSD orders a wildcard and its apex at once through a
+// real dnsd: certd's libdns provider publishes both TXT values through
+// the change API, pebble's VA reads them from dnsd over DNS, and they are
+// removed afterwards. A name outside dnsd's zones fails clearly.
+func TestDNS01ThroughDNSD(t *testing.T) {
+	dnsAddr, adminURL := startDNSD(t, "example.test.")
+	peb := pebbletest.Start(t, pebbletest.Options{DNSServer: dnsAddr})
+	dir := t.TempDir()
+	mgr, err := manager.New(manager.Options{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := manager.Settings{
+		Issuers:  []manager.Issuer{{Name: "pebble", Type: "acme", Directory: peb.URL, Roots: peb.Roots, Profile: "shortlived"}},
+		DNS01:    manager.DNS01{URL: adminURL, Token: token, DNSServer: dnsAddr, Timeout: 5 * time.Second},
+		RetryMin: time.Hour, RetryMax: time.Hour,
+	}
+	specs := []manager.Spec{
+		{Name: "*.example.test", Challenge: manager.ChallengeDNS01, Source: manager.SourceConfig},
+		{Name: "example.test", Challenge: manager.ChallengeDNS01, Source: manager.SourceConfig},
+		{Name: "www.outside.test", Challenge: manager.ChallengeDNS01, Source: manager.SourceConfig},
+	}
+	if err := mgr.Start(context.Background(), settings, specs); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = mgr.Stop(ctx)
+	})
+	wait := func(name string, ok func(manager.Record) bool) manager.Record {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			r, _ := mgr.Record(name)
+			if ok(r) {
+				return r
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %+v", name, r)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for _, n := range []string{"*.example.test", "example.test"} {
+		r := wait(n, func(r manager.Record) bool { return r.State == manager.StateIssued || r.State == manager.StateFailed })
+		if r.State != manager.StateIssued {
+			t.Fatalf("%s: %s: %s", n, r.State, r.LastError)
+		}
+	}
+	r := wait("www.outside.test", func(r manager.Record) bool { return r.State == manager.StateFailed })
+	t.Logf("outside dnsd's zones: %s", r.LastError)
+	if !strings.Contains(r.LastError, "dnsd") {
+		t.Errorf("outside name: %q", r.LastError)
+	}
+	src, err := certsource.New(certsource.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.Lookup("a.example.test") == nil || src.Lookup("example.test") == nil {
+		t.Fatalf("reader does not serve the new certificates: %v", src.Names())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Contains(rrsets(t, adminURL, "example.test."), "_acme-challenge") {
+		if time.Now().After(deadline) {
+			t.Fatalf("challenge TXT left in dnsd: %s", rrsets(t, adminURL, "example.test."))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
