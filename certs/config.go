@@ -76,6 +76,12 @@ type IssuerConfig struct {
 	Lifetime config.Duration `yaml:"lifetime"`
 	// CAName is the local CA root's common name. Default: "edgestack local CA".
 	CAName string `yaml:"ca_name"`
+	// RootURL is where an ACME CA publishes its root certificate in PEM
+	// (pebble: https://pebble:15000/roots/0), fetched with ca_roots trust
+	// and handed out at GET /v1/issuers/{name}/root, so clients of a
+	// private CA can trust it. Default: none (public CAs are in every
+	// trust store already).
+	RootURL string `yaml:"root_url"`
 }
 
 // EABConfig is an External Account Binding.
@@ -350,9 +356,14 @@ func (is IssuerConfig) validate() error {
 		if is.Lifetime != 0 {
 			errs = append(errs, config.Errorf("lifetime", "only applies to local_ca issuers"))
 		}
+		if is.RootURL != "" {
+			if u, err := url.Parse(is.RootURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				errs = append(errs, config.Errorf("root_url", "want an http(s) URL, got %q", is.RootURL))
+			}
+		}
 	case "local_ca":
-		if is.Directory != "" || is.EAB != nil || is.Profile != "" || is.CARoots != "" {
-			errs = append(errs, config.Errorf("type", "local_ca takes no directory, ca_roots, eab or profile"))
+		if is.Directory != "" || is.EAB != nil || is.Profile != "" || is.CARoots != "" || is.RootURL != "" {
+			errs = append(errs, config.Errorf("type", "local_ca takes no directory, ca_roots, eab, profile or root_url"))
 		}
 		if is.Lifetime < 0 {
 			errs = append(errs, config.Errorf("lifetime", "must not be negative"))

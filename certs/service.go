@@ -2,13 +2,18 @@ package certd
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/edgestack/edgestack/certs/manager"
 	"github.com/edgestack/edgestack/internal/admin"
@@ -125,6 +130,7 @@ func (s *Service) routes(a *admin.Server) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	a.Handle("GET /v1/issuers/{name}/root", http.HandlerFunc(s.issuerRoot))
 	a.Handle("GET /v1/localca/root", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		root, err := s.mgr.LocalCARoot(r.Context(), r.URL.Query().Get("issuer"))
 		if err != nil {
@@ -134,6 +140,78 @@ func (s *Service) routes(a *admin.Server) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = w.Write(root)
 	}))
+}
+
+// issuerRoot serves an issuer's root certificate: the local CA's own, or an
+// ACME CA's as published at its root_url.
+func (s *Service) issuerRoot(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var is *IssuerConfig
+	for i, c := range s.cfg.Load().Issuers {
+		if c.Name == name {
+			is = &s.cfg.Load().Issuers[i]
+		}
+	}
+	var root []byte
+	var err error
+	switch {
+	case is == nil:
+		err = fmt.Errorf("%w: no issuer named %q", manager.ErrNotFound, name)
+	case is.Type == "local_ca":
+		root, err = s.mgr.LocalCARoot(r.Context(), name)
+	case is.RootURL == "":
+		err = fmt.Errorf("%w: issuer %q has no root_url, so certd cannot hand out its root", manager.ErrNotFound, name)
+	default:
+		root, err = fetchRoot(r.Context(), *is)
+	}
+	if err != nil {
+		if !errors.Is(err, manager.ErrNotFound) {
+			admin.WriteError(w, http.StatusBadGateway, err)
+			return
+		}
+		writeErr(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, _ = w.Write(root)
+}
+
+// fetchRoot downloads and checks the PEM root an ACME CA publishes.
+func fetchRoot(ctx context.Context, is IssuerConfig) ([]byte, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if is.CARoots != "" {
+		pool, err := loadRoots(is.CARoots)
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, is.RootURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("issuer %q: fetch root: %w", is.Name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("issuer %q: fetch root: %w", is.Name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("issuer %q: fetch root: %s from %s", is.Name, resp.Status, is.RootURL)
+	}
+	block, _ := pem.Decode(body)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("issuer %q: %s did not answer with a PEM certificate", is.Name, is.RootURL)
+	}
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		return nil, fmt.Errorf("issuer %q: root from %s: %w", is.Name, is.RootURL, err)
+	}
+	return body, nil
 }
 
 func writeErr(w http.ResponseWriter, err error) {
