@@ -49,7 +49,7 @@ images:
 
 up: images
 	@if [ -z "$(COMPOSE)" ]; then echo "neither 'docker compose' nor 'docker-compose' found"; exit 1; fi
-	$(STACK) up -d --build
+	DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0 $(STACK) up -d --build
 	$(STACK) ps
 
 down:

@@ -9,6 +9,9 @@ if docker compose version >/dev/null 2>&1; then compose="docker compose"
 elif command -v docker-compose >/dev/null 2>&1; then compose="docker-compose"
 else echo "e2e: neither 'docker compose' nor 'docker-compose' found"; exit 1; fi
 stack="$compose -p edgestack -f deploy/compose.yaml"
+# The image is FROM scratch with no build steps: the classic builder does it
+# without BuildKit (which this machine may lack).
+export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
 
 mkdir -p build/e2e
 go build -o build/e2e/ ./cmd/edgectl ./deploy/e2e

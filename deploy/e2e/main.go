@@ -344,6 +344,11 @@ func (s *stack) stopTarget(ctx context.Context) (string, error) {
 	if failed.Load() > 0 {
 		return "", fmt.Errorf("%d of %d requests failed while api-2 stopped", failed.Load(), failed.Load()+ok.Load())
 	}
+	// lbd checks every 1 s and needs 2 failures: with a check in flight and
+	// the container's stop, the window is about 3 s.
+	if left > 4*time.Second {
+		return "", fmt.Errorf("api-2 left rotation only %v after stop, beyond the health check's window", left)
+	}
 	return fmt.Sprintf("%d requests, 0 failed; api-2 out of rotation %v after stop (health check 1s × 2)", ok.Load(), left.Round(10*time.Millisecond)), nil
 }
 
@@ -376,6 +381,11 @@ func (s *stack) stopEdge(ctx context.Context) (string, error) {
 	wait()
 	if failed.Load() > 0 {
 		return "", fmt.Errorf("%d requests to edge1 failed", failed.Load())
+	}
+	// dnsd checks every 2 s and needs 2 failures; edged's lame duck (1 s)
+	// and a check in flight add up to one interval more.
+	if gone > 8*time.Second {
+		return "", fmt.Errorf("edge2 left the answers only %v after stop, beyond the health check's window", gone)
 	}
 	return fmt.Sprintf("edge2 out of DNS answers %v after stop (check 2s × 2); edge1 served %d requests, 0 failed", gone.Round(10*time.Millisecond), ok.Load()), nil
 }
