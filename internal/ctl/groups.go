@@ -8,5 +8,6 @@ func Groups() []Group {
 		DNS(),
 		Certs(),
 		CDN(),
+		LB(),
 	}
 }

@@ -1,0 +1,1448 @@
+package l7
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/edgestack/edgestack/internal/accesslog"
+	"github.com/edgestack/edgestack/internal/httpguard"
+	"github.com/edgestack/edgestack/lb/rules"
+	"github.com/edgestack/edgestack/lb/targetgroup"
+	"golang.org/x/net/netutil"
+	"golang.org/x/sys/unix"
+)
+
+// FastServer is lbd's HTTP/1.1 engine for plain-HTTP listeners: one
+// goroutine per client connection parses each request head (checked by
+// httpguard's classifier), routes it, and relays it over a pooled
+// upstream connection without per-request goroutines or hand-offs —
+// where net/http plus ReverseProxy spend most of their CPU. It does what
+// Handler does (rules, forward with retries, stickiness, redirects, fixed
+// responses, X-Forwarded-*, upgrades); HTTPS listeners (HTTP/2) keep the
+// net/http Server.
+type FastServer struct {
+	h    *Handler
+	opts ServerOptions
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[*fconn]struct{}
+	quit  atomic.Bool
+	wg    sync.WaitGroup
+}
+
+type fconn struct {
+	c    net.Conn
+	idle atomic.Bool
+}
+
+// NewFastServer returns the fast engine for h.
+func NewFastServer(h *Handler, opts ServerOptions) *FastServer {
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 64 << 10
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 60 * time.Second
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 10 * time.Second
+	}
+	return &FastServer{h: h, opts: opts, conns: map[*fconn]struct{}{}}
+}
+
+// Serve accepts connections until Shutdown or Close (then it returns nil).
+func (s *FastServer) Serve(ln net.Listener) error {
+	s.h.initOnce.Do(s.h.init)
+	if s.opts.MaxConnections > 0 {
+		ln = netutil.LimitListener(ln, s.opts.MaxConnections)
+	}
+	if s.opts.Active != nil {
+		ln = &countingListener{Listener: ln, active: s.opts.Active}
+	}
+	s.mu.Lock()
+	if s.quit.Load() {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return nil
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.quit.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		fc := &fconn{c: c}
+		s.mu.Lock()
+		if s.quit.Load() {
+			s.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		s.conns[fc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(fc)
+			s.mu.Lock()
+			delete(s.conns, fc)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// serveExternal serves a connection accepted elsewhere (HTTP/1.1 after a
+// TLS handshake) until it ends.
+func (s *FastServer) serveExternal(c net.Conn) {
+	fc := &fconn{c: c}
+	s.mu.Lock()
+	if s.quit.Load() {
+		s.mu.Unlock()
+		_ = c.Close()
+		return
+	}
+	s.conns[fc] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	s.serveConn(fc)
+	s.mu.Lock()
+	delete(s.conns, fc)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in
+// flight finish until ctx ends, then closes the rest.
+func (s *FastServer) Shutdown(ctx context.Context) error {
+	s.stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	for {
+		s.closeConns(true)
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			s.closeConns(false)
+			<-done
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close closes everything at once.
+func (s *FastServer) Close() error {
+	s.stop()
+	s.closeConns(false)
+	s.wg.Wait()
+	return nil
+}
+
+func (s *FastServer) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.quit.Swap(true) {
+		return
+	}
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+}
+
+func (s *FastServer) closeConns(idleOnly bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for fc := range s.conns {
+		if !idleOnly || fc.idle.Load() {
+			_ = fc.c.Close()
+		}
+	}
+}
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+)
+
+// exchange is the per-connection state reused across its requests.
+type exchange struct {
+	s        *FastServer
+	fc       *fconn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	head     []byte
+	out      []byte
+	clientIP string
+	src      netip.Addr
+	deadline time.Time // current deadline of the client connection
+	lg       logState
+	tried    []*targetgroup.Target
+	req      reqHead
+	hdr      map[string][]string // built only when rules look at headers
+}
+
+// reqHead is a parsed request head (slices into exchange.head or the
+// classifier's normalised copy).
+type reqHead struct {
+	raw                  []byte
+	method, uri, version []byte
+	host                 []byte
+	path, query          []byte
+	lines                [][2]int // header lines: [start, end) in raw, CRLF excluded
+	xff                  []byte
+	connClose            bool
+	upgrade              []byte
+	te                   []byte // Transfer-Encoding values, joined
+	expect100            bool
+	absForm              bool      // the URI was absolute-form (proxy style)
+	connHdrs             [8][]byte // headers named in Connection
+	nConnHdrs            int
+	cookie               [][]byte
+	chunked              bool
+	contentLength        int64
+	http10               bool
+}
+
+func (s *FastServer) serveConn(fc *fconn) {
+	defer fc.c.Close()
+	x := &exchange{s: s, fc: fc}
+	x.br = readerPool.Get().(*bufio.Reader)
+	x.br.Reset(fc.c)
+	x.bw = writerPool.Get().(*bufio.Writer)
+	x.bw.Reset(fc.c)
+	defer func() {
+		x.br.Reset(nil)
+		readerPool.Put(x.br)
+		x.bw.Reset(nil)
+		writerPool.Put(x.bw)
+	}()
+	if ap, err := netip.ParseAddrPort(fc.c.RemoteAddr().String()); err == nil {
+		x.src = ap.Addr()
+		x.clientIP = x.src.Unmap().String()
+	}
+	for !s.quit.Load() {
+		fc.idle.Store(true)
+		x.ensureDeadline()
+		if _, err := x.br.Peek(1); err != nil {
+			return
+		}
+		fc.idle.Store(false)
+		if s.quit.Load() {
+			return
+		}
+		if b, _ := x.br.Peek(x.br.Buffered()); bytes.Index(b, headEnd) < 0 {
+			// The head is still arriving: bound how long it may take.
+			x.deadline = time.Now().Add(s.opts.ReadHeaderTimeout)
+			_ = fc.c.SetReadDeadline(x.deadline)
+		}
+		if !x.serveOne() {
+			return
+		}
+	}
+}
+
+var headEnd = []byte("\r\n\r\n")
+
+// ensureDeadline keeps the client connection's read and write deadline
+// at least three quarters of the idle timeout away. Setting a deadline
+// costs a runtime timer update, so it is refreshed coarsely rather than
+// per request.
+func (x *exchange) ensureDeadline() {
+	idle := x.s.opts.IdleTimeout
+	now := time.Now()
+	if rem := x.deadline.Sub(now); rem < idle*3/4 || rem > idle {
+		x.deadline = now.Add(idle)
+		_ = x.fc.c.SetDeadline(x.deadline)
+	}
+}
+
+// readHead reads a head (up to and including the empty line) into dst.
+func readHead(br *bufio.Reader, dst []byte, max int) ([]byte, error) {
+	dst = dst[:0]
+	lineStart := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		dst = append(dst, line...)
+		if len(dst) > max {
+			return dst, errHeadTooLarge
+		}
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				continue // a line longer than the buffer: keep reading it
+			}
+			return dst, err
+		}
+		full := dst[lineStart:]
+		lineStart = len(dst)
+		if len(full) <= 2 && (len(full) == 1 || full[0] == '\r') {
+			if len(dst) == len(full) {
+				dst, lineStart = dst[:0], 0 // tolerate empty lines before a request
+				continue
+			}
+			return dst, nil
+		}
+	}
+}
+
+var errHeadTooLarge = errors.New("head too large")
+
+// serveOne handles one request and logs it; false ends the connection.
+func (x *exchange) serveOne() bool {
+	log := x.s.opts.AccessLog
+	start := time.Now()
+	if log == nil {
+		ok := x.serveRequest()
+		x.s.h.duration.Observe(time.Since(start).Seconds())
+		return ok
+	}
+	x.lg = logState{start: start}
+	ok := x.serveRequest()
+	x.s.h.duration.Observe(time.Since(start).Seconds())
+	r := &x.req
+	e := accesslog.Entry{Time: x.lg.start, Remote: x.clientIP, Method: string(r.method), URI: string(r.uri), Proto: string(r.version),
+		Host: string(r.host), Status: x.lg.status, Bytes: x.lg.bytes, Duration: time.Since(x.lg.start),
+		UpstreamAddr: x.lg.target, UpstreamStatus: x.lg.upStatus, UpstreamDuration: x.lg.upDur, Route: x.lg.route}
+	for _, l := range r.lines {
+		hl := r.raw[l[0]:l[1]]
+		colon := bytes.IndexByte(hl, ':')
+		switch {
+		case eqFold(hl[:colon], "user-agent"):
+			e.UserAgent = string(bytes.TrimSpace(hl[colon+1:]))
+		case eqFold(hl[:colon], "referer"):
+			e.Referer = string(bytes.TrimSpace(hl[colon+1:]))
+		}
+	}
+	if e.Status != 0 {
+		log.Log(&e)
+	}
+	return ok
+}
+
+// logState is what the access log needs from one request.
+type logState struct {
+	start    time.Time
+	status   int
+	bytes    int64
+	target   string
+	upStatus int
+	upDur    time.Duration
+	route    string
+}
+
+// serveRequest handles one request; false ends the connection.
+func (x *exchange) serveRequest() bool {
+	s := x.s
+	var err error
+	x.head, err = readHead(x.br, x.head, s.opts.MaxHeaderBytes)
+	if err != nil {
+		if errors.Is(err, errHeadTooLarge) {
+			x.refuse(431, "HeadTooLarge: request head larger than "+strconv.Itoa(s.opts.MaxHeaderBytes)+" bytes")
+		} else if len(x.head) > 0 && !errors.Is(err, io.EOF) {
+			x.refuse(400, "malformed request head")
+		}
+		return false
+	}
+	res := httpguard.ClassifyWith(x.head, httpguard.Limits{})
+	if res.Tier >= httpguard.Ambiguous {
+		if s.opts.OnReject != nil {
+			s.opts.OnReject(res)
+		}
+		x.refuse(400, res.Reason+": "+res.Message)
+		return false
+	}
+	raw := x.head
+	if res.Normalized != nil {
+		raw = res.Normalized
+	}
+	if !x.parse(raw, &res) {
+		x.refuse(400, "malformed request head")
+		return false
+	}
+	r := &x.req
+	if len(r.host) == 0 && !r.http10 {
+		x.refuse(400, "missing Host header")
+		return false
+	}
+	routes := s.h.Routes()
+	if routes == nil {
+		x.simple(503, "text/plain; charset=utf-8", "503 Service Unavailable: listener not configured\n", nil)
+		return false
+	}
+	host := r.host
+	if i := bytes.LastIndexByte(host, ':'); i >= 0 && !bytes.HasSuffix(host, []byte("]")) {
+		host = host[:i]
+	}
+	// Zero-copy strings: Match does not keep them, and the head is not
+	// touched until it returns.
+	rq := rules.Request{Host: bstr(host), Path: bstr(r.path), Method: bstr(r.method), RawQuery: bstr(r.query), Source: x.src}
+	if routes.Table.NeedsHeaders() {
+		rq.Header = x.headerMap()
+	}
+	route := routes.Default
+	if m := routes.Table.Match(&rq); m != nil {
+		route = routes.Actions[m]
+	}
+	x.lg.route = route.Rule
+	route.count()
+	keep := !r.connClose && !r.http10
+	switch route.Kind {
+	case KindFixed:
+		if !x.discardBody() {
+			return false
+		}
+		x.simple(route.Fixed.StatusCode, route.fixedCT, route.Fixed.Body, nil)
+		s.h.noGroup[classOf(route.Fixed.StatusCode)].Inc()
+		return x.flush() && keep
+	case KindRedirect:
+		if !x.discardBody() {
+			return false
+		}
+		code := route.Redirect.StatusCode
+		if code == 0 {
+			code = 301
+		}
+		loc := redirectTo(route.Redirect, s.h.Scheme, s.h.Port, string(host), string(r.path), string(r.query))
+		x.simple(code, "text/html; charset=utf-8", "<a href=\""+htmlEscape(loc)+"\">Moved</a>.\n", []string{"Location", loc})
+		s.h.noGroup[classOf(code)].Inc()
+		return x.flush() && keep
+	}
+	return x.forward(route, keep, routes.RequestTimeout)
+}
+
+// parse fills x.req from a classified head.
+func (x *exchange) parse(raw []byte, res *httpguard.Result) bool {
+	r := &x.req
+	*r = reqHead{raw: raw, lines: r.lines[:0], cookie: r.cookie[:0], chunked: res.Chunked, contentLength: res.ContentLength}
+	eol := bytes.Index(raw, crlf)
+	if eol < 0 {
+		return false
+	}
+	line := raw[:eol]
+	sp1 := bytes.IndexByte(line, ' ')
+	sp2 := bytes.LastIndexByte(line, ' ')
+	if sp1 <= 0 || sp2 <= sp1 {
+		return false
+	}
+	r.method, r.uri, r.version = line[:sp1], line[sp1+1:sp2], line[sp2+1:]
+	r.http10 = string(r.version) == "HTTP/1.0"
+	uri := r.uri
+	if len(uri) > 0 && uri[0] != '/' && uri[0] != '*' {
+		// absolute-form: scheme://host/path
+		if i := bytes.Index(uri, []byte("://")); i >= 0 {
+			r.absForm = true
+			rest := uri[i+3:]
+			j := bytes.IndexByte(rest, '/')
+			if j < 0 {
+				r.host, uri = rest, []byte("/")
+			} else {
+				r.host, uri = rest[:j], rest[j:]
+			}
+		}
+	}
+	if q := bytes.IndexByte(uri, '?'); q >= 0 {
+		r.path, r.query = uri[:q], uri[q+1:]
+	} else {
+		r.path = uri
+	}
+	off := eol + 2
+	hosts := 0
+	for off < len(raw)-2 {
+		e := bytes.Index(raw[off:], crlf)
+		if e <= 0 {
+			break
+		}
+		start, end := off, off+e
+		off = end + 2
+		hl := raw[start:end]
+		colon := bytes.IndexByte(hl, ':')
+		if colon <= 0 {
+			return false
+		}
+		name, value := hl[:colon], bytes.Trim(hl[colon+1:], " \t")
+		switch {
+		case eqFold(name, "host"):
+			hosts++
+			if hosts > 1 {
+				return false // RFC 9112 3.2: more than one Host is a 400
+			}
+			if !r.absForm {
+				r.host = value
+			}
+		case eqFold(name, "connection"):
+			for v := value; len(v) > 0; {
+				var tok []byte
+				if i := bytes.IndexByte(v, ','); i >= 0 {
+					tok, v = bytes.TrimSpace(v[:i]), v[i+1:]
+				} else {
+					tok, v = bytes.TrimSpace(v), nil
+				}
+				switch {
+				case eqFold(tok, "close"):
+					r.connClose = true
+				case len(tok) == 0, eqFold(tok, "keep-alive"), eqFold(tok, "upgrade"):
+				case r.nConnHdrs < len(r.connHdrs):
+					// A header named here concerns this hop only.
+					r.connHdrs[r.nConnHdrs] = tok
+					r.nConnHdrs++
+				}
+			}
+		case eqFold(name, "upgrade"):
+			r.upgrade = value
+		case eqFold(name, "expect"):
+			if eqFold(value, "100-continue") {
+				r.expect100 = true
+				continue // answered by lbd itself, not forwarded
+			}
+		case eqFold(name, "cookie"):
+			r.cookie = append(r.cookie, value)
+		case eqFold(name, "transfer-encoding"):
+			if len(r.te) == 0 {
+				r.te = value
+			} else {
+				r.te = append(append(append([]byte{}, r.te...), ", "...), value...)
+			}
+		case eqFold(name, "x-forwarded-for"):
+			if len(r.xff) == 0 {
+				r.xff = value
+			} else {
+				r.xff = append(append(append([]byte{}, r.xff...), ", "...), value...)
+			}
+		}
+		r.lines = append(r.lines, [2]int{start, end})
+	}
+	return true
+}
+
+func (x *exchange) headerMap() map[string][]string {
+	if x.hdr == nil {
+		x.hdr = map[string][]string{}
+	}
+	clear(x.hdr)
+	r := &x.req
+	for _, l := range r.lines {
+		hl := r.raw[l[0]:l[1]]
+		colon := bytes.IndexByte(hl, ':')
+		k := canonicalKey(hl[:colon])
+		x.hdr[k] = append(x.hdr[k], string(bytes.Trim(hl[colon+1:], " \t")))
+	}
+	return x.hdr
+}
+
+// connListed reports whether the Connection header named name.
+func (r *reqHead) connListed(name []byte) bool {
+	for _, h := range r.connHdrs[:r.nConnHdrs] {
+		if bytes.EqualFold(h, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// hopByHop lists headers that concern one connection only (lower case);
+// lbd sets framing and forwarding headers itself.
+var hopByHop = map[string]bool{
+	"connection": true, "proxy-connection": true, "keep-alive": true, "proxy-authenticate": true,
+	"proxy-authorization": true, "te": true, "trailer": true, "transfer-encoding": true, "upgrade": true,
+	"content-length": true, "x-forwarded-for": true, "x-forwarded-proto": true, "x-forwarded-port": true,
+	"x-forwarded-host": true,
+}
+
+func isHop(name []byte) bool {
+	if len(name) > 24 {
+		return false
+	}
+	var buf [24]byte
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return hopByHop[string(buf[:len(name)])]
+}
+
+// forward relays the request to a target of the route's group.
+func (x *exchange) forward(route *Route, keep bool, timeout time.Duration) bool {
+	s := x.s
+	r := &x.req
+	ref := route.Groups[0]
+	if len(route.Groups) > 1 {
+		n := rand.IntN(route.total)
+		for _, g := range route.Groups {
+			if n -= g.Weight; n < 0 {
+				ref = g
+				break
+			}
+		}
+	}
+	g := ref.Group
+	var target *targetgroup.Target
+	setCookie := false
+	if sticky := g.Sticky(); sticky.Enabled {
+		if id := cookieValue(r.cookie, sticky.Cookie); id != "" {
+			if t := g.ByID(id); t != nil && t.State() == targetgroup.Healthy {
+				target = t
+			}
+		}
+		setCookie = target == nil
+	}
+	if target == nil {
+		target = g.Pick(nil)
+	}
+	if target == nil {
+		_ = x.discardBody()
+		x.simple(503, "text/plain; charset=utf-8", "503 Service Unavailable: target group "+g.Name+" has no registered targets\n", nil)
+		ref.codes[5].Inc()
+		return x.flush() && keep
+	}
+	replayable := r.contentLength == 0 && !r.chunked && len(r.upgrade) == 0 && isIdempotent(r.method)
+	x.tried = x.tried[:0]
+	retries := 0
+	for {
+		release := target.Acquire()
+		code, outcome := x.roundTrip(ref, target, setCookie, timeout, &keep)
+		release()
+		switch outcome {
+		case outDone:
+			target.Report(code < 500)
+			ref.codes[classOf(code)].Inc()
+			return keep
+		case outClientGone:
+			ref.codes[0].Inc()
+			return false
+		case outTimeout:
+			target.Report(false)
+			x.simple(504, "text/plain; charset=utf-8", "504 Gateway Timeout: target did not answer in time\n", nil)
+			ref.codes[5].Inc()
+			return false
+		}
+		// outConnFailed: nothing reached the client yet.
+		target.Report(false)
+		if replayable && retries < maxRetries {
+			x.tried = append(x.tried, target)
+			if next := g.Pick(x.tried); next != nil {
+				retries++
+				s.h.Proxy.metrics.Retries.WithLabelValues(g.Name).Inc()
+				target = next
+				setCookie = setCookie || g.Sticky().Enabled
+				continue
+			}
+		}
+		x.simple(502, "text/plain; charset=utf-8", "502 Bad Gateway: target connection failed\n", nil)
+		ref.codes[5].Inc()
+		return false
+	}
+}
+
+type outcome uint8
+
+const (
+	outDone outcome = iota
+	outConnFailed
+	outTimeout
+	outClientGone
+)
+
+func isIdempotent(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
+// roundTrip sends the request to t and relays the response. A connection
+// failure before any response byte is outConnFailed (retryable); a stale
+// pooled connection is retried once on a fresh one here.
+func (x *exchange) roundTrip(ref *GroupRef, t *targetgroup.Target, setCookie bool, timeout time.Duration, keep *bool) (int, outcome) {
+	s := x.s
+	r := &x.req
+	pool := s.h.Proxy.pool(t, ref)
+	// Idempotent and body-less: safe to send again on a fresh connection
+	// when a pooled one turns out stale.
+	replayOK := r.contentLength == 0 && !r.chunked && isIdempotent(r.method)
+	for attempt := 0; ; attempt++ {
+		uc, reused := pool.get()
+		if reused && !replayOK {
+			// This request cannot be sent twice (a body, or a method that
+			// is not idempotent), so make sure the pooled connection was
+			// not closed by the target meanwhile (a shorter keep-alive
+			// timeout than ours): one non-blocking read.
+			for uc != nil && !uc.alive() {
+				uc.close()
+				uc, reused = pool.get()
+			}
+		}
+		if uc == nil {
+			var err error
+			if uc, err = pool.dial(ref); err != nil {
+				return 0, outConnFailed
+			}
+		}
+		if timeout <= 0 {
+			timeout = 60 * time.Second
+		}
+		start := time.Now()
+		_ = uc.c.SetDeadline(start.Add(timeout)) // write, and response head
+		if err := x.writeRequest(uc); err != nil {
+			if errors.Is(err, errClient) {
+				uc.close()
+				return 0, outClientGone
+			}
+			// The target may have answered early (and closed without
+			// reading the whole body): relay that answer if it is there.
+			_ = uc.c.SetReadDeadline(time.Now().Add(time.Second))
+			*keep = false
+			if code, rerr := x.relayResponse(uc, ref, t, setCookie, keep, start); rerr == nil {
+				return code, outDone
+			} else if code != 0 {
+				uc.close()
+				return code, outClientGone
+			}
+			uc.close()
+			if reused && attempt == 0 && replayOK {
+				*keep = !r.connClose && !r.http10
+				continue
+			}
+			return 0, outConnFailed
+		}
+		code, err := x.relayResponse(uc, ref, t, setCookie, keep, start)
+		if err == nil {
+			return code, outDone
+		}
+		uc.close()
+		var ne net.Error
+		switch {
+		case code != 0:
+			// Part of the response reached the client: nothing to retry.
+			return code, outClientGone
+		case errors.As(err, &ne) && ne.Timeout():
+			return 0, outTimeout
+		case reused && attempt == 0 && replayOK:
+			continue // a stale keep-alive connection: once more, fresh
+		}
+		return 0, outConnFailed
+	}
+}
+
+var (
+	errClient = errors.New("client connection failed")
+	errWrite  = errors.New("write failed")
+)
+
+// writeRequest writes the request head and body to the target.
+func (x *exchange) writeRequest(uc *upConn) error {
+	r := &x.req
+	s := x.s
+	w := uc.bw
+	w.Write(r.method)
+	w.WriteByte(' ')
+	if r.absForm {
+		// Targets get origin-form; the host travels in Host.
+		w.Write(r.path)
+		if len(r.query) > 0 {
+			w.WriteByte('?')
+			w.Write(r.query)
+		}
+	} else {
+		w.Write(r.uri)
+	}
+	w.WriteString(" HTTP/1.1\r\n")
+	hasHost := false
+	for _, l := range r.lines {
+		hl := r.raw[l[0]:l[1]]
+		colon := bytes.IndexByte(hl, ':')
+		if isHop(hl[:colon]) || r.connListed(hl[:colon]) {
+			continue
+		}
+		if eqFold(hl[:colon], "host") {
+			if r.absForm {
+				continue // replaced by the URI's host below
+			}
+			hasHost = true
+		}
+		w.Write(hl)
+		w.WriteString("\r\n")
+	}
+	switch {
+	case r.absForm:
+		w.WriteString("Host: ")
+		w.Write(r.host)
+		w.WriteString("\r\n")
+	case !hasHost:
+		w.WriteString("Host: ")
+		w.WriteString(uc.addr)
+		w.WriteString("\r\n")
+	}
+	w.WriteString("X-Forwarded-For: ")
+	if len(r.xff) > 0 {
+		w.Write(r.xff)
+		w.WriteString(", ")
+	}
+	w.WriteString(x.clientIP)
+	w.WriteString("\r\nX-Forwarded-Proto: ")
+	w.WriteString(s.h.Scheme)
+	w.WriteString("\r\nX-Forwarded-Port: ")
+	w.WriteString(s.h.Port)
+	if len(r.host) > 0 {
+		w.WriteString("\r\nX-Forwarded-Host: ")
+		w.Write(r.host)
+	}
+	w.WriteString("\r\n")
+	if len(r.upgrade) > 0 {
+		w.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		w.Write(r.upgrade)
+		w.WriteString("\r\n")
+	}
+	if r.expect100 && (r.chunked || r.contentLength > 0) {
+		// Tell the client to send the body (as nginx and HAProxy do); the
+		// target never sees the Expect header.
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		x.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if x.bw.Flush() != nil {
+			return errClient
+		}
+	}
+	switch {
+	case r.chunked:
+		// The codings as the client sent them (chunked is last).
+		w.WriteString("Transfer-Encoding: ")
+		w.Write(r.te)
+		w.WriteString("\r\n\r\n")
+		if err := copyChunked(w, x.br, nil); err != nil {
+			if errors.Is(err, errWrite) {
+				return err
+			}
+			return errClient
+		}
+	case r.contentLength > 0:
+		w.WriteString("Content-Length: ")
+		w.WriteString(strconv.FormatInt(r.contentLength, 10))
+		w.WriteString("\r\n\r\n")
+		if _, err := copyN(w, x.br, r.contentLength); err != nil {
+			if errors.Is(err, errWrite) {
+				return err
+			}
+			return errClient
+		}
+	default:
+		w.WriteString("\r\n")
+	}
+	return w.Flush()
+}
+
+// relayResponse reads the target's response and writes it to the client.
+// It returns the status once any of it was written to the client.
+func (x *exchange) relayResponse(uc *upConn, ref *GroupRef, t *targetgroup.Target, setCookie bool, keep *bool, start time.Time) (int, error) {
+	r := &x.req
+	for {
+		var err error
+		uc.head, err = readHead(uc.br, uc.head, 64<<10)
+		if err != nil {
+			return 0, err
+		}
+		ref.latency.Observe(time.Since(start).Seconds())
+		resp, ok := parseResponseHead(uc.head, uc.lines[:0])
+		uc.lines = resp.lines
+		if !ok {
+			return 0, errors.New("malformed response head")
+		}
+		if resp.code >= 100 && resp.code < 200 && resp.code != 101 {
+			// Interim responses (100 Continue, 103) are relayed as they are.
+			x.bw.Write(uc.head)
+			if x.bw.Flush() != nil {
+				return resp.code, errClient
+			}
+			continue
+		}
+		if resp.code == 101 {
+			if len(r.upgrade) == 0 {
+				return 0, errors.New("101 without an upgrade request")
+			}
+			x.bw.Write(uc.head)
+			if x.bw.Flush() != nil {
+				return 101, errClient
+			}
+			x.tunnel(uc)
+			*keep = false
+			return 101, nil
+		}
+		x.lg.status, x.lg.upStatus, x.lg.target, x.lg.upDur = resp.code, resp.code, t.Addr, time.Since(start)
+		if resp.contentLength > 0 {
+			x.lg.bytes = resp.contentLength
+		}
+		noBody := string(r.method) == "HEAD" || resp.code == 204 || resp.code == 304
+		closeDelimited := !noBody && !resp.chunked && resp.contentLength < 0
+		clientChunked := resp.chunked && !noBody && !r.http10
+		if closeDelimited || (resp.chunked && r.http10) || x.s.quit.Load() {
+			*keep = false
+		}
+		w := x.bw
+		w.WriteString("HTTP/1.1 ")
+		w.Write(resp.statusRest)
+		w.WriteString("\r\n")
+		for _, l := range resp.lines {
+			hl := uc.head[l[0]:l[1]]
+			colon := bytes.IndexByte(hl, ':')
+			name := hl[:colon]
+			if isHop(name) && !eqFold(name, "content-length") {
+				continue
+			}
+			if eqFold(name, "content-length") && (resp.chunked || resp.contentLength < 0) {
+				continue
+			}
+			w.Write(hl)
+			w.WriteString("\r\n")
+		}
+		if clientChunked {
+			w.WriteString("Transfer-Encoding: chunked\r\n")
+		}
+		if setCookie {
+			s := t.Group().Sticky()
+			w.WriteString("Set-Cookie: ")
+			w.WriteString(s.Cookie)
+			w.WriteString("=")
+			w.WriteString(t.ID)
+			w.WriteString("; Path=/; Max-Age=")
+			w.WriteString(strconv.Itoa(int(s.Duration.D() / time.Second)))
+			w.WriteString("; HttpOnly\r\n")
+		}
+		if !*keep {
+			w.WriteString("Connection: close\r\n")
+		}
+		w.WriteString("\r\n")
+		if !noBody && (resp.chunked || resp.contentLength < 0 || resp.contentLength > int64(uc.br.Buffered())) {
+			// A body still to arrive: idle timeout from now on.
+			_ = uc.c.SetDeadline(time.Now().Add(x.s.opts.IdleTimeout))
+		}
+		x.ensureDeadline()
+		reusable := !resp.connClose
+		switch {
+		case noBody:
+		case resp.chunked && clientChunked:
+			if err := copyChunked(w, uc.br, nil); err != nil {
+				return resp.code, err
+			}
+		case resp.chunked:
+			if err := copyChunked(nil, uc.br, w); err != nil {
+				return resp.code, err
+			}
+		case resp.contentLength > 0:
+			if _, err := copyN(w, uc.br, resp.contentLength); err != nil {
+				return resp.code, err
+			}
+		case closeDelimited:
+			reusable = false
+			if _, err := io.Copy(w, uc.br); err != nil {
+				return resp.code, err
+			}
+		}
+		if err := w.Flush(); err != nil {
+			uc.close()
+			return resp.code, errClient
+		}
+		if reusable {
+			uc.pool.put(uc)
+		} else {
+			uc.close()
+		}
+		return resp.code, nil
+	}
+}
+
+// tunnel copies both ways after a 101 until either side closes.
+func (x *exchange) tunnel(uc *upConn) {
+	_ = x.fc.c.SetDeadline(time.Time{})
+	_ = uc.c.SetDeadline(time.Time{})
+	done := make(chan struct{})
+	go func() {
+		// Client to target, starting with what the client already sent.
+		if n := x.br.Buffered(); n > 0 {
+			b, _ := x.br.Peek(n)
+			_, _ = uc.c.Write(b)
+			_, _ = x.br.Discard(n)
+		}
+		_, _ = io.Copy(uc.c, x.fc.c)
+		if cw, ok := uc.c.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		close(done)
+	}()
+	if n := uc.br.Buffered(); n > 0 {
+		b, _ := uc.br.Peek(n)
+		_, _ = x.fc.c.Write(b)
+		_, _ = uc.br.Discard(n)
+	}
+	_, _ = io.Copy(x.fc.c, uc.c)
+	_ = x.fc.c.Close()
+	<-done
+	uc.close()
+}
+
+type respHead struct {
+	code          int
+	statusRest    []byte // "200 OK"
+	lines         [][2]int
+	chunked       bool
+	contentLength int64
+	connClose     bool
+}
+
+func parseResponseHead(h []byte, lines [][2]int) (respHead, bool) {
+	var r respHead
+	r.contentLength = -1
+	r.lines = lines
+	eol := bytes.Index(h, crlf)
+	if eol < 12 || !bytes.HasPrefix(h, []byte("HTTP/1.")) || h[8] != ' ' {
+		return r, false
+	}
+	r.statusRest = h[9:eol]
+	code, err := strconv.Atoi(string(h[9:12]))
+	if err != nil || code < 100 || code > 999 {
+		return r, false
+	}
+	r.code = code
+	off := eol + 2
+	for off < len(h)-2 {
+		e := bytes.Index(h[off:], crlf)
+		if e < 0 {
+			return r, false
+		}
+		start, end := off, off+e
+		off = end + 2
+		if e == 0 {
+			break
+		}
+		hl := h[start:end]
+		colon := bytes.IndexByte(hl, ':')
+		if colon <= 0 {
+			return r, false
+		}
+		name, value := hl[:colon], bytes.Trim(hl[colon+1:], " \t")
+		switch {
+		case eqFold(name, "content-length"):
+			n, err := strconv.ParseInt(string(value), 10, 64)
+			if err != nil || n < 0 || (r.contentLength >= 0 && r.contentLength != n) {
+				return r, false
+			}
+			r.contentLength = n
+		case eqFold(name, "transfer-encoding"):
+			r.chunked = bytes.HasSuffix(bytes.ToLower(value), []byte("chunked"))
+			if !r.chunked {
+				return r, false
+			}
+		case eqFold(name, "connection"):
+			for v := value; len(v) > 0; {
+				var tok []byte
+				if i := bytes.IndexByte(v, ','); i >= 0 {
+					tok, v = v[:i], v[i+1:]
+				} else {
+					tok, v = v, nil
+				}
+				if eqFold(bytes.TrimSpace(tok), "close") {
+					r.connClose = true
+				}
+			}
+		}
+		r.lines = append(r.lines, [2]int{start, end})
+	}
+	if r.chunked {
+		r.contentLength = -1
+	}
+	return r, true
+}
+
+// copyChunked copies a chunked body from src; with dst it is copied as
+// is (framing checked), with plain it is de-chunked into plain.
+func copyChunked(dst *bufio.Writer, src *bufio.Reader, plain *bufio.Writer) error {
+	for {
+		line, err := src.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		size, ok := chunkSize(line)
+		if !ok {
+			return httpguard.ErrBadChunk
+		}
+		if dst != nil {
+			dst.Write(line)
+		}
+		if size == 0 {
+			// Trailers up to the empty line.
+			for {
+				tl, err := src.ReadSlice('\n')
+				if err != nil {
+					return err
+				}
+				if dst != nil {
+					dst.Write(tl)
+				}
+				if len(tl) <= 2 {
+					return nil
+				}
+			}
+		}
+		out := dst
+		if out == nil {
+			out = plain
+		}
+		if _, err := copyN(out, src, size); err != nil {
+			return err
+		}
+		crlf2, err := src.ReadSlice('\n')
+		if err != nil || len(crlf2) != 2 || crlf2[0] != '\r' {
+			return httpguard.ErrBadChunk
+		}
+		if dst != nil {
+			dst.Write(crlf2)
+		}
+	}
+}
+
+func chunkSize(line []byte) (int64, bool) {
+	if len(line) < 3 || line[len(line)-2] != '\r' {
+		return 0, false
+	}
+	b := line[:len(line)-2]
+	if i := bytes.IndexByte(b, ';'); i >= 0 {
+		b = bytes.TrimRight(b[:i], " \t")
+	}
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'a' <= c && c <= 'f':
+			d = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		n = n<<4 | int64(d)
+	}
+	return n, true
+}
+
+// discardBody reads and drops the request body (before answering without
+// forwarding); false when that failed.
+func (x *exchange) discardBody() bool {
+	r := &x.req
+	switch {
+	case r.chunked:
+		return copyChunked(nil, x.br, bufio.NewWriter(io.Discard)) == nil
+	case r.contentLength > 0:
+		_, err := x.br.Discard(int(min(r.contentLength, 1<<62)))
+		return err == nil
+	}
+	return true
+}
+
+// simple writes a small response (not flushed).
+func (x *exchange) simple(code int, ctype, body string, extra []string) {
+	x.lg.status, x.lg.bytes = code, int64(len(body))
+	w := x.bw
+	w.WriteString("HTTP/1.1 ")
+	w.WriteString(strconv.Itoa(code))
+	w.WriteByte(' ')
+	w.WriteString(http.StatusText(code))
+	w.WriteString("\r\nContent-Type: ")
+	w.WriteString(ctype)
+	w.WriteString("\r\nContent-Length: ")
+	w.WriteString(strconv.Itoa(len(body)))
+	w.WriteString("\r\n")
+	for i := 0; i+1 < len(extra); i += 2 {
+		w.WriteString(extra[i])
+		w.WriteString(": ")
+		w.WriteString(extra[i+1])
+		w.WriteString("\r\n")
+	}
+	if code >= 400 && code != 404 && code != 403 {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+	if string(x.req.method) != "HEAD" {
+		w.WriteString(body)
+	}
+	if code >= 500 || code == 400 || code == 431 {
+		_ = w.Flush()
+	}
+}
+
+func (x *exchange) flush() bool { return x.bw.Flush() == nil }
+
+func (x *exchange) refuse(code int, msg string) {
+	x.req.method = nil
+	x.simple(code, "text/plain; charset=utf-8", strconv.Itoa(code)+" "+http.StatusText(code)+": request refused by httpguard ("+msg+")\n", nil)
+	_ = x.bw.Flush()
+}
+
+// upConn is a pooled connection to a target.
+type upConn struct {
+	c     net.Conn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	addr  string
+	used  time.Time
+	head  []byte
+	lines [][2]int
+	pool  *connPool
+}
+
+func (u *upConn) close() { _ = u.c.Close() }
+
+// alive reports whether an idle connection is still open, with one
+// non-blocking MSG_PEEK: EAGAIN means open and quiet; EOF, an error or
+// unexpected bytes mean the target closed it (or broke the protocol).
+func (u *upConn) alive() bool {
+	if u.br.Buffered() > 0 {
+		return false
+	}
+	c := u.c
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		alive = errors.Is(rerr, unix.EAGAIN)
+		return true
+	})
+	return err == nil && alive
+}
+
+// connPool keeps idle connections to one target, most recent first.
+type connPool struct {
+	mu   sync.Mutex
+	idle []*upConn
+	addr string
+}
+
+const (
+	maxIdlePerTarget = 512
+	idleConnTimeout  = 60 * time.Second
+)
+
+// poolKey separates plain and TLS connections to one target (a group's
+// protocol may change on reload).
+type poolKey struct {
+	t   *targetgroup.Target
+	tls bool
+}
+
+func (p *Proxy) pool(t *targetgroup.Target, ref *GroupRef) *connPool {
+	k := poolKey{t, ref.up.tr.TLSClientConfig != nil}
+	if v, ok := p.pools.Load(k); ok {
+		return v.(*connPool)
+	}
+	v, _ := p.pools.LoadOrStore(k, &connPool{addr: t.Addr})
+	return v.(*connPool)
+}
+
+// DropTarget closes the idle connections to a target that left its group.
+func (p *Proxy) DropTarget(t *targetgroup.Target) {
+	for _, tls := range []bool{false, true} {
+		if v, ok := p.pools.LoadAndDelete(poolKey{t, tls}); ok {
+			v.(*connPool).closeIdle()
+		}
+	}
+}
+
+func (p *connPool) get() (*upConn, bool) {
+	now := time.Now()
+	p.mu.Lock()
+	for len(p.idle) > 0 {
+		u := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(u.used) < idleConnTimeout {
+			p.mu.Unlock()
+			return u, true
+		}
+		u.close()
+	}
+	p.mu.Unlock()
+	return nil, false
+}
+
+func (p *connPool) put(u *upConn) {
+	u.used = time.Now()
+	p.mu.Lock()
+	if len(p.idle) < maxIdlePerTarget {
+		p.idle = append(p.idle, u)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	u.close()
+}
+
+func (p *connPool) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, u := range p.idle {
+		u.close()
+	}
+	p.idle = nil
+}
+
+var dialer = &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+
+func (p *connPool) dial(ref *GroupRef) (*upConn, error) {
+	c, err := dialer.Dial("tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc := ref.up.tr.TLSClientConfig; tc != nil {
+		cfg := tc.Clone()
+		if host, _, err := net.SplitHostPort(p.addr); err == nil {
+			cfg.ServerName = host
+		}
+		tlsc := tls.Client(c, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := tlsc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c = tlsc
+	}
+	return &upConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10), addr: p.addr, pool: p}, nil
+}
+
+var crlf = []byte("\r\n")
+
+func eqFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func canonicalKey(b []byte) string {
+	out := make([]byte, len(b))
+	upper := true
+	for i, c := range b {
+		switch {
+		case upper && 'a' <= c && c <= 'z':
+			c -= 'a' - 'A'
+		case !upper && 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		out[i] = c
+		upper = c == '-'
+	}
+	return string(out)
+}
+
+func cookieValue(headers [][]byte, name string) string {
+	for _, h := range headers {
+		for _, part := range bytes.Split(h, []byte(";")) {
+			part = bytes.TrimSpace(part)
+			if len(part) > len(name) && string(part[:len(name)]) == name && part[len(name)] == '=' {
+				return string(part[len(name)+1:])
+			}
+		}
+	}
+	return ""
+}
+
+func htmlEscape(s string) string {
+	var b bytes.Buffer
+	for _, c := range []byte(s) {
+		switch c {
+		case '<':
+			b.WriteString("&lt;")
+		case '>':
+			b.WriteString("&gt;")
+		case '&':
+			b.WriteString("&amp;")
+		case '"':
+			b.WriteString("&#34;")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// copyN copies n bytes from r to w through r's buffer (io.CopyN would
+// allocate a LimitReader per call).
+func copyN(w *bufio.Writer, r *bufio.Reader, n int64) (int64, error) {
+	var done int64
+	for done < n {
+		if r.Buffered() == 0 {
+			if _, err := r.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return done, err
+			}
+		}
+		k := min(int64(r.Buffered()), n-done)
+		b, _ := r.Peek(int(k))
+		if _, err := w.Write(b); err != nil {
+			return done, errWrite
+		}
+		_, _ = r.Discard(int(k))
+		done += k
+	}
+	return done, nil
+}
+
+// bstr views b as a string without copying; b must not change while the
+// string is used.
+func bstr(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }

@@ -1,0 +1,240 @@
+package l7
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgestack/edgestack/lb/targetgroup"
+)
+
+// forwardPooled forwards a request that arrived over HTTP/2 on the fast
+// engine's pooled HTTP/1.1 upstream connections, without
+// httputil.ReverseProxy and http.Transport (whose per-connection read and
+// write goroutines cost more than the forwarding itself). HTTP/1.x
+// requests on the net/http engine keep ReverseProxy (upgrades, trailers).
+func (h *Handler) forwardPooled(w http.ResponseWriter, r *http.Request, ref *GroupRef, st *reqState, timeout time.Duration) {
+	replayable := (r.Body == nil || r.Body == http.NoBody) && isIdempotent([]byte(r.Method))
+	var tried []*targetgroup.Target
+	for {
+		release := st.target.Acquire()
+		code, out := h.pooledRoundTrip(w, r, ref, st, timeout)
+		release()
+		st.code = code
+		switch out {
+		case outDone:
+			st.target.Report(code < 500)
+			return
+		case outClientGone:
+			return
+		case outTimeout:
+			st.target.Report(false)
+			st.code = http.StatusGatewayTimeout
+			http.Error(w, "504 Gateway Timeout: target did not answer in time", http.StatusGatewayTimeout)
+			return
+		}
+		st.target.Report(false)
+		if replayable && st.retries < maxRetries {
+			tried = append(tried, st.target)
+			if next := ref.Group.Pick(tried); next != nil {
+				st.retries++
+				h.Proxy.metrics.Retries.WithLabelValues(ref.Group.Name).Inc()
+				st.target = next
+				st.setCookie = st.setCookie || ref.Group.Sticky().Enabled
+				continue
+			}
+		}
+		st.code = http.StatusBadGateway
+		http.Error(w, "502 Bad Gateway: target connection failed", http.StatusBadGateway)
+		return
+	}
+}
+
+// hopHeaders are not forwarded (canonical form).
+var hopHeaders = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Content-Length": true, "X-Forwarded-For": true, "X-Forwarded-Proto": true, "X-Forwarded-Port": true,
+	"X-Forwarded-Host": true,
+}
+
+func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *GroupRef, st *reqState, timeout time.Duration) (int, outcome) {
+	t := st.target
+	pool := h.Proxy.pool(t, ref)
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	for attempt := 0; ; attempt++ {
+		uc, reused := pool.get()
+		if reused && hasBody {
+			for uc != nil && !uc.alive() { // see roundTrip
+				uc.close()
+				uc, reused = pool.get()
+			}
+		}
+		if uc == nil {
+			var err error
+			if uc, err = pool.dial(ref); err != nil {
+				return 0, outConnFailed
+			}
+		}
+		start := time.Now()
+		_ = uc.c.SetDeadline(start.Add(timeout))
+		if err := h.writePooledRequest(uc, r, st); err != nil {
+			uc.close()
+			if errors.Is(err, errClient) {
+				return 0, outClientGone
+			}
+			if reused && attempt == 0 && !hasBody {
+				continue
+			}
+			return 0, outConnFailed
+		}
+		var resp respHead
+		var err error
+		for {
+			uc.head, err = readHead(uc.br, uc.head, 64<<10)
+			if err != nil {
+				break
+			}
+			var ok bool
+			resp, ok = parseResponseHead(uc.head, uc.lines[:0])
+			uc.lines = resp.lines
+			if !ok || resp.code == 101 {
+				err = errors.New("malformed or unexpected response head")
+				break
+			}
+			if resp.code >= 200 {
+				break
+			}
+		}
+		if err != nil {
+			uc.close()
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				return 0, outTimeout
+			case reused && attempt == 0 && !hasBody:
+				continue
+			}
+			return 0, outConnFailed
+		}
+		st.upDur = time.Since(start)
+		ref.latency.Observe(st.upDur.Seconds())
+		hdr := w.Header()
+		for _, l := range resp.lines {
+			hl := uc.head[l[0]:l[1]]
+			colon := strings.IndexByte(bstr(hl), ':')
+			k := canonicalKey(hl[:colon])
+			if hopHeaders[k] && k != "Content-Length" {
+				continue
+			}
+			if k == "Content-Length" && resp.contentLength < 0 {
+				continue
+			}
+			hdr[k] = append(hdr[k], strings.TrimSpace(string(hl[colon+1:])))
+		}
+		if st.setCookie {
+			s := t.Group().Sticky()
+			hdr.Add("Set-Cookie", (&http.Cookie{Name: s.Cookie, Value: t.ID, Path: "/", MaxAge: int(s.Duration.D() / time.Second), HttpOnly: true}).String())
+		}
+		w.WriteHeader(resp.code)
+		noBody := r.Method == http.MethodHead || resp.code == 204 || resp.code == 304
+		reusable := !resp.connClose
+		if !noBody {
+			_ = uc.c.SetDeadline(time.Now().Add(5 * time.Minute))
+			bw := writerPool.Get().(*bufio.Writer)
+			bw.Reset(w)
+			var cerr error
+			switch {
+			case resp.chunked:
+				cerr = copyChunked(nil, uc.br, bw)
+			case resp.contentLength > 0:
+				_, cerr = copyN(bw, uc.br, resp.contentLength)
+			case resp.contentLength < 0:
+				reusable = false
+				_, cerr = io.Copy(bw, uc.br)
+			}
+			if ferr := bw.Flush(); cerr == nil && ferr != nil {
+				cerr = errWrite
+			}
+			bw.Reset(nil)
+			writerPool.Put(bw)
+			if cerr != nil {
+				uc.close()
+				return resp.code, outClientGone
+			}
+		}
+		if reusable {
+			pool.put(uc)
+		} else {
+			uc.close()
+		}
+		return resp.code, outDone
+	}
+}
+
+func (h *Handler) writePooledRequest(uc *upConn, r *http.Request, st *reqState) error {
+	w := uc.bw
+	w.WriteString(r.Method)
+	w.WriteByte(' ')
+	w.WriteString(r.URL.RequestURI())
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(r.Host)
+	w.WriteString("\r\n")
+	for k, vs := range r.Header {
+		if hopHeaders[k] || k == "Host" {
+			continue
+		}
+		for _, v := range vs {
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(v)
+			w.WriteString("\r\n")
+		}
+	}
+	clientIP, _, _ := net.SplitHostPort(r.RemoteAddr)
+	w.WriteString("X-Forwarded-For: ")
+	if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
+		w.WriteString(strings.Join(prior, ", "))
+		w.WriteString(", ")
+	}
+	w.WriteString(clientIP)
+	w.WriteString("\r\nX-Forwarded-Proto: ")
+	w.WriteString(st.scheme)
+	w.WriteString("\r\nX-Forwarded-Port: ")
+	w.WriteString(st.port)
+	w.WriteString("\r\nX-Forwarded-Host: ")
+	w.WriteString(r.Host)
+	w.WriteString("\r\n")
+	switch {
+	case r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0:
+		w.WriteString("\r\n")
+	case r.ContentLength > 0:
+		w.WriteString("Content-Length: ")
+		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
+		w.WriteString("\r\n\r\n")
+		if _, err := io.CopyN(w, r.Body, r.ContentLength); err != nil {
+			if w.Flush() != nil {
+				return err // the target side failed
+			}
+			return errClient
+		}
+	default:
+		w.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+		cw := httputil.NewChunkedWriter(w)
+		if _, err := io.Copy(cw, r.Body); err != nil {
+			return errClient
+		}
+		_ = cw.Close()
+		w.WriteString("\r\n")
+	}
+	return w.Flush()
+}

@@ -1,0 +1,281 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgestack/edgestack/internal/accesslog"
+	"github.com/edgestack/edgestack/internal/httpguard"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/netutil"
+)
+
+// ServerOptions tune a listener's front end.
+type ServerOptions struct {
+	// IdleTimeout closes keep-alive connections idle this long.
+	IdleTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request head.
+	ReadHeaderTimeout time.Duration
+	// MaxHeaderBytes bounds a request head.
+	MaxHeaderBytes int
+	// MaxConnections bounds concurrent client connections (0: no limit).
+	MaxConnections int
+	// TLS, when set, makes the listener HTTPS (HTTP/2 and HTTP/1.1 by
+	// ALPN).
+	TLS *tls.Config
+	// OnReject is told of requests refused by the desync guard.
+	OnReject func(httpguard.Result)
+	// Fast, when set on a TLS server, serves HTTP/1.1 connections with
+	// the fast engine (HTTP/2 ones still go to the HTTP/2 server).
+	Fast *Handler
+	// AccessLog, when set, gets one entry per request (fast engine; the
+	// net/http engine is wrapped by the service instead).
+	AccessLog *accesslog.Logger
+	// Active counts open client connections (optional).
+	Active interface{ Add(float64) }
+	Logger *slog.Logger
+}
+
+// Server is one listener's HTTP front end: every HTTP/1.1 connection goes
+// through the desync guard; HTTPS connections that negotiate h2 are served
+// by an HTTP/2 server.
+type Server struct {
+	opts  ServerOptions
+	h1    *http.Server
+	h2    *http2.Server
+	conns chan net.Conn // handshaken HTTP/1.1 TLS connections for h1
+	fast  *FastServer   // HTTP/1.1 over TLS, when opts.Fast is set
+	ln    net.Listener
+	wg    sync.WaitGroup // TLS accept loop, handshakes, h2 connections
+	done  chan struct{}
+
+	mu   sync.Mutex
+	h2c  map[net.Conn]struct{}
+	quit atomic.Bool
+}
+
+// NewServer returns a server of handler.
+func NewServer(handler http.Handler, opts ServerOptions) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	guardOpts := httpguard.Options{MaxHeaderBytes: opts.MaxHeaderBytes, OnReject: opts.OnReject}
+	s := &Server{opts: opts, done: make(chan struct{}), h2c: map[net.Conn]struct{}{}}
+	s.h1 = &http.Server{
+		Handler:           httpguard.Wrap(handler, guardOpts),
+		IdleTimeout:       opts.IdleTimeout,
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+	}
+	if opts.TLS != nil {
+		s.h2 = &http2.Server{IdleTimeout: opts.IdleTimeout, MaxReadFrameSize: 1 << 20}
+		_ = http2.ConfigureServer(s.h1, s.h2) // graceful h2 shutdown with h1's
+		s.conns = make(chan net.Conn)
+		if opts.Fast != nil {
+			s.fast = NewFastServer(opts.Fast, opts)
+			s.fast.h.initOnce.Do(s.fast.h.init)
+		}
+	}
+	return s
+}
+
+// Serve serves ln until Shutdown or Close; it returns nil then.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.opts.MaxConnections > 0 {
+		ln = netutil.LimitListener(ln, s.opts.MaxConnections)
+	}
+	if s.opts.Active != nil {
+		ln = &countingListener{Listener: ln, active: s.opts.Active}
+	}
+	s.mu.Lock()
+	if s.quit.Load() {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return nil
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	guardOpts := httpguard.Options{MaxHeaderBytes: s.opts.MaxHeaderBytes, OnReject: s.opts.OnReject}
+	var err error
+	if s.opts.TLS == nil {
+		err = s.h1.Serve(httpguard.NewListener(ln, guardOpts))
+	} else {
+		s.wg.Add(1)
+		go s.acceptTLS(ln, guardOpts)
+		err = s.h1.Serve(&chanListener{conns: s.conns, done: s.done, addr: ln.Addr()})
+	}
+	if errors.Is(err, http.ErrServerClosed) || s.quit.Load() {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) acceptTLS(ln net.Listener, guardOpts httpguard.Options) {
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.quit.Load() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			s.opts.Logger.Error("accept failed", "err", err)
+			return
+		}
+		delay = 0
+		s.wg.Add(1)
+		go s.handshake(c, guardOpts)
+	}
+}
+
+func (s *Server) handshake(c net.Conn, guardOpts httpguard.Options) {
+	defer s.wg.Done()
+	tc := tls.Server(c, s.opts.TLS)
+	hsTimeout := s.opts.ReadHeaderTimeout
+	if hsTimeout <= 0 {
+		hsTimeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hsTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		s.opts.Logger.Debug("TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		_ = c.Close()
+		return
+	}
+	if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
+		s.mu.Lock()
+		if s.quit.Load() {
+			s.mu.Unlock()
+			_ = tc.Close()
+			return
+		}
+		s.h2c[tc] = struct{}{}
+		s.mu.Unlock()
+		s.h2.ServeConn(tc, &http2.ServeConnOpts{Handler: s.h1.Handler, BaseConfig: s.h1})
+		s.mu.Lock()
+		delete(s.h2c, tc)
+		s.mu.Unlock()
+		return
+	}
+	if s.fast != nil {
+		s.fast.serveExternal(tc)
+		return
+	}
+	select {
+	case s.conns <- httpguard.NewConn(tc, guardOpts):
+	case <-s.done:
+		_ = tc.Close()
+	}
+}
+
+// Shutdown stops accepting, lets requests in flight finish until ctx ends,
+// then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop()
+	if s.fast != nil {
+		go func() { _ = s.fast.Shutdown(ctx) }()
+	}
+	err := s.h1.Shutdown(ctx) // also sends GOAWAY on h2 connections
+	waited := make(chan struct{})
+	go func() { s.wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		s.closeH2()
+		<-waited
+	}
+	return err
+}
+
+// Close closes everything at once.
+func (s *Server) Close() error {
+	s.stop()
+	if s.fast != nil {
+		_ = s.fast.Close()
+	}
+	err := s.h1.Close()
+	s.closeH2()
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) stop() {
+	if s.quit.Swap(true) {
+		return
+	}
+	close(s.done)
+	s.mu.Lock()
+	if s.ln != nil && s.opts.TLS != nil {
+		_ = s.ln.Close()
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) closeH2() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.h2c {
+		_ = c.Close()
+	}
+}
+
+// chanListener hands handshaken connections to net/http.
+type chanListener struct {
+	conns <-chan net.Conn
+	done  <-chan struct{}
+	addr  net.Addr
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+func (l *chanListener) Close() error   { return nil }
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// countingListener keeps a gauge of open connections.
+type countingListener struct {
+	net.Listener
+	active interface{ Add(float64) }
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.active.Add(1)
+	return &countedConn{Conn: c, active: l.active}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	active interface{ Add(float64) }
+	closed atomic.Bool
+}
+
+func (c *countedConn) Close() error {
+	if !c.closed.Swap(true) {
+		c.active.Add(-1)
+	}
+	return c.Conn.Close()
+}

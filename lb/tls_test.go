@@ -1,0 +1,259 @@
+package lb
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeCert writes a self-signed certificate for names into dir and
+// returns the cert and key paths and the parsed certificate.
+func writeCert(t *testing.T, dir, base string, names ...string) (string, string, *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	cp, kp := filepath.Join(dir, base+".crt"), filepath.Join(dir, base+".key")
+	_ = os.WriteFile(cp, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	_ = os.WriteFile(kp, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	c, _ := x509.ParseCertificate(der)
+	return cp, kp, c
+}
+
+func TestHTTPS(t *testing.T) { engines(t, testHTTPS) }
+
+func testHTTPS(t *testing.T) {
+	dir := t.TempDir()
+	c1, k1, x1 := writeCert(t, dir, "one", "one.test")
+	c2, k2, x2 := writeCert(t, dir, "two", "*.two.test")
+	b := newBackend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			body, _ := io.ReadAll(r.Body)
+			_, _ = io.WriteString(w, "got "+strings.Join(r.TransferEncoding, ",")+" "+string(body))
+			return
+		}
+		_, _ = io.WriteString(w, r.Header.Get("X-Forwarded-Proto")+" "+r.Proto)
+	})
+	listen := "127.0.0.1:" + render(t, `{{port "secure"}}`, nil)
+	h := startLB(t, `
+admin:
+  listen: 127.0.0.1:0
+target_groups:
+  - name: web
+    targets: [{address: "`+b.addr+`"}]
+    health_check: {disabled: true}
+listeners:
+  - name: secure
+    protocol: https
+    listen: `+listen+`
+    tls:
+      certificates:
+        - {cert_file: `+c1+`, key_file: `+k1+`}
+        - {cert_file: `+c2+`, key_file: `+k2+`}
+    default_action: {forward: {target_group: web}}
+`)
+	addr := strings.TrimPrefix(h.url("secure"), "http://")
+	pool := x509.NewCertPool()
+	pool.AddCert(x1)
+	pool.AddCert(x2)
+	type tc struct {
+		name, sni string
+		h2        bool
+		wantProto string
+	}
+	for _, x := range []tc{
+		{"one over h2", "one.test", true, "HTTP/2.0"},
+		{"wildcard over http/1.1", "www.two.test", false, "HTTP/1.1"},
+	} {
+		t.Run(x.name, func(t *testing.T) {
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: x.sni}, ForceAttemptHTTP2: x.h2}
+			if !x.h2 {
+				tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+			}
+			defer tr.CloseIdleConnections()
+			resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addr + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.Proto != x.wantProto || string(body) != "https HTTP/1.1" {
+				t.Errorf("client proto %s, body %q; want %s and https to the target over HTTP/1.1", resp.Proto, body, x.wantProto)
+			}
+		})
+	}
+	t.Run("h2 uploads", func(t *testing.T) {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "one.test"}, ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+		for _, x := range []struct {
+			name string
+			body io.Reader
+			n    int64
+			want string
+		}{
+			{"with length", strings.NewReader("hello"), 5, "got  hello"},
+			{"without length", io.MultiReader(strings.NewReader("hel"), strings.NewReader("lo")), -1, "got chunked hello"},
+		} {
+			req, _ := http.NewRequest("POST", "https://"+addr+"/", x.body)
+			req.ContentLength = x.n
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.Proto != "HTTP/2.0" || string(got) != x.want {
+				t.Errorf("%s: %s %q, want %q", x.name, resp.Proto, got, x.want)
+			}
+		}
+	})
+	t.Run("desync guard over TLS", func(t *testing.T) {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "one.test", NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: one.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 400 {
+			t.Fatalf("smuggling over TLS: %v %v", err, resp)
+		}
+	})
+	t.Run("certificate rotation on reload", func(t *testing.T) {
+		c3, k3, x3 := writeCert(t, dir, "three", "one.test")
+		cfg := `
+admin:
+  listen: 127.0.0.1:0
+target_groups:
+  - name: web
+    targets: [{address: "` + b.addr + `"}]
+    health_check: {disabled: true}
+listeners:
+  - name: secure
+    protocol: https
+    listen: ` + addr + `
+    tls:
+      certificates:
+        - {cert_file: ` + c3 + `, key_file: ` + k3 + `}
+    default_action: {forward: {target_group: web}}
+`
+		if err := h.reload(cfg); err != nil {
+			t.Fatal(err)
+		}
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "one.test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if got := c.ConnectionState().PeerCertificates[0]; !got.Equal(x3) {
+			t.Errorf("old certificate served after reload")
+		}
+	})
+}
+
+// TestHTTPSFromCertd serves a certificate certd wrote into the shared
+// storage, picked up without a reload.
+func TestHTTPSFromCertd(t *testing.T) {
+	store := t.TempDir()
+	b := newBackend(t, "b", nil)
+	h := startLB(t, `
+admin:
+  listen: 127.0.0.1:0
+cert_store:
+  dir: `+store+`
+  poll: 50ms
+target_groups:
+  - name: web
+    targets: [{address: "`+b.addr+`"}]
+    health_check: {disabled: true}
+listeners:
+  - name: secure
+    protocol: https
+    listen: 127.0.0.1:0
+    tls: {certd: true}
+    default_action: {forward: {target_group: web}}
+`)
+	addr := strings.TrimPrefix(h.url("secure"), "http://")
+	dir := filepath.Join(store, "certificates", "acme-test", "certd.test")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cp, kp, x := writeCert(t, dir, "certd.test", "certd.test")
+	_ = cp
+	_ = kp
+	pool := x509.NewCertPool()
+	pool.AddCert(x)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "certd.test"}}}
+	waitUntil(t, 5*time.Second, "certd certificate served", func() bool {
+		resp, err := client.Get("https://" + addr + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+// TestACMEHTTP01 answers certd's HTTP-01 challenge from the shared
+// storage before any rule, and forwards everything else.
+func TestACMEHTTP01(t *testing.T) {
+	store := t.TempDir()
+	dir := filepath.Join(store, "acme", "acme-v02.api.letsencrypt.org-directory", "challenge_tokens")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ch := `{"type":"http-01","token":"tok-1","keyAuthorization":"tok-1.thumb","identifier":{"type":"dns","value":"chal.test"}}`
+	if err := os.WriteFile(filepath.Join(dir, "chal.test.json"), []byte(ch), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := newBackend(t, "b", nil)
+	h := startLB(t, `
+admin:
+  listen: 127.0.0.1:0
+cert_store: {dir: `+store+`}
+target_groups:
+  - name: web
+    targets: [{address: "`+b.addr+`"}]
+    health_check: {disabled: true}
+listeners:
+  - name: public
+    listen: 127.0.0.1:0
+    acme_http01: true
+    default_action: {redirect: {protocol: https}}
+`)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	code, body, _ := get(t, client, h.url("public")+"/.well-known/acme-challenge/tok-1", "Host", "chal.test")
+	if code != 200 || body != "tok-1.thumb" {
+		t.Errorf("challenge: %d %q", code, body)
+	}
+	code, _, hdr := get(t, client, h.url("public")+"/page", "Host", "chal.test")
+	if code != 301 || hdr.Get("Location") != "https://chal.test/page" {
+		t.Errorf("other path: %d %q", code, hdr.Get("Location"))
+	}
+}
