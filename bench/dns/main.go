@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgestack/edgestack/bench/benchkit"
 	"github.com/miekg/dns"
 )
 
@@ -38,6 +39,9 @@ type options struct {
 	rounds   int
 	clients  int
 	profile  string
+	// resultsDir and reportDir, when set, receive the harness's JSON and
+	// Markdown report.
+	resultsDir, reportDir string
 }
 
 func main() {
@@ -53,6 +57,8 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 1, "alternating rounds over the servers")
 	flag.IntVar(&o.clients, "clients", 8, "dnsperf clients (-c)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of dnsd's first UDP run to this file")
+	flag.StringVar(&o.resultsDir, "results", "", "folder for the JSON results (bench/benchkit format; none by default)")
+	flag.StringVar(&o.reportDir, "report", "", "folder for the Markdown report and plots (none by default)")
 	flag.Parse()
 	o.servers = strings.Split(servers, ",")
 	o.modes = strings.Split(modes, ",")
@@ -112,8 +118,60 @@ func run(o options) error {
 		}
 	}
 	report(results, o)
+	var big *benchkit.Case
 	if o.big > 0 {
-		if err := loadTest(o, dir); err != nil {
+		if big, err = loadTest(o, dir); err != nil {
+			return err
+		}
+	}
+	return writeResults(results, big, o)
+}
+
+// writeResults saves the runs in the harness's format (bench/benchkit),
+// one case per transport, plus the big-zone load when it ran.
+func writeResults(rs []result, big *benchkit.Case, o options) error {
+	if o.resultsDir == "" && o.reportDir == "" {
+		return nil
+	}
+	suite := &benchkit.Suite{Name: "dns", Title: "Authoritative DNS: dnsd vs NSD vs Knot (dnsperf)", Notes: []string{
+		fmt.Sprintf("dnsperf -c %d for %v per run against one generated zone of %d A records (95%% existing names, 5%% NXDOMAIN); servers run alternately, %d round(s).", o.clients, o.duration, o.records, o.rounds),
+		fmt.Sprintf("p50/p99 come from a separate run at a fixed %d queries/s (dnsperf reports no percentiles); CPU per query is the server's user+system time from /proc divided by the queries answered.", o.latQPS),
+	}}
+	metrics := []benchkit.Metric{benchkit.MetricQPS, benchkit.MetricCPU, benchkit.MetricMean, benchkit.MetricP50, benchkit.MetricP99}
+	for _, mode := range o.modes {
+		c := &benchkit.Case{Name: strings.ToUpper(mode), Metrics: metrics}
+		for _, name := range o.servers {
+			if name == "dnsd-nofast" {
+				continue // an ablation of ours, not a peer
+			}
+			sub := &benchkit.Subject{Name: name, Ours: name == "dnsd"}
+			for _, r := range rs {
+				if r.server != name || r.mode != mode {
+					continue
+				}
+				m := map[string]float64{benchkit.MetricQPS.Key: r.qps, benchkit.MetricCPU.Key: r.cpuPerQ, benchkit.MetricMean.Key: r.avgLat * 1e3}
+				if r.p99 > 0 {
+					m[benchkit.MetricP50.Key], m[benchkit.MetricP99.Key] = r.p50*1e3, r.p99*1e3
+				}
+				sub.Samples = append(sub.Samples, m)
+			}
+			c.Subjects = append(c.Subjects, sub)
+		}
+		c.Summarize()
+		suite.Cases = append(suite.Cases, c)
+	}
+	if big != nil {
+		suite.Cases = append(suite.Cases, big)
+	}
+	versions := map[string]string{"dnsd": benchkit.Version(o.dnsd, "version"), "nsd": benchkit.Version("nsd", "-v"), "knot": benchkit.Version("knotd", "--version"), "dnsperf": benchkit.Version("dnsperf", "-h")}
+	res := &benchkit.Results{Started: time.Now(), Host: benchkit.Hostname(), Machine: benchkit.DescribeMachine(), Versions: versions, Suites: []*benchkit.Suite{suite}}
+	if o.resultsDir != "" {
+		if _, err := res.WriteJSON(o.resultsDir); err != nil {
+			return err
+		}
+	}
+	if o.reportDir != "" {
+		if _, err := res.WriteReport(o.reportDir); err != nil {
 			return err
 		}
 	}
@@ -484,15 +542,15 @@ func report(rs []result, o options) {
 
 // loadTest loads a zone of o.big records into dnsd and reports the time
 // to the first answer and the resident memory.
-func loadTest(o options, dir string) error {
+func loadTest(o options, dir string) (*benchkit.Case, error) {
 	p := filepath.Join(dir, "big.zone")
 	if err := genZone(p, "example.bench.", o.big); err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "loading %d records into dnsd ...\n", o.big)
 	s, err := startServer("dnsd", o, dir, p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer s.stop()
 	load := time.Since(s.started)
@@ -505,5 +563,13 @@ func loadTest(o options, dir string) error {
 		}
 	}
 	fmt.Printf("\nload test: %d records loaded and answering after %v wall, %v CPU; %s\n", o.big, load.Round(10*time.Millisecond), time.Duration(ticks)*time.Second/clkTck, rss)
-	return nil
+	u, err := benchkit.TreeUsage(s.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	c := &benchkit.Case{Name: fmt.Sprintf("zone of %d records: load time and memory (targets: < 10 s, < 1 GiB)", o.big),
+		Metrics:  []benchkit.Metric{{Key: "load_s", Name: "seconds until answering"}, benchkit.MetricRSS},
+		Subjects: []*benchkit.Subject{{Name: "dnsd", Ours: true, Samples: []map[string]float64{{"load_s": load.Seconds(), benchkit.MetricRSS.Key: float64(u.RSS) / (1 << 20)}}}}}
+	c.Summarize()
+	return c, nil
 }

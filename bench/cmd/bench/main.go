@@ -4,7 +4,7 @@
 //	go run ./bench/cmd/bench -suites dns,edge,lb -rounds 3 -duration 5s
 //
 // Each suite is a runner of its own (bench/<suite>, a main package taking
-// -duration, -rounds, -results and -report); this command installs what is
+// -duration, -rounds, -results and -report; bench/certs is Go benchmarks); this command installs what is
 // missing, runs the selected runners one after the other, merges their
 // JSON into bench/results/<date>-<host>.json and writes the combined
 // Markdown report with plots into bench/results/latest/.
@@ -98,12 +98,19 @@ func run(ctx context.Context, selected []string, rounds int, duration time.Durat
 		}
 		fmt.Printf("== suite %s (%d of %d selected) ==\n", s.name, done, len(selected))
 		dir := filepath.Join(work, s.name)
-		cmd := exec.CommandContext(ctx, "go", "run", s.pkg,
-			"-rounds", fmt.Sprint(rounds), "-duration", duration.String(),
-			"-results", dir, "-report", filepath.Join(dir, "report"))
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			errs = append(errs, fmt.Errorf("suite %s: %w", s.name, err))
+		if s.name == "certs" {
+			// bench/certs is a set of Go benchmarks, not a runner.
+			if err := certsSuite(ctx, dir, duration); err != nil {
+				errs = append(errs, fmt.Errorf("suite %s: %w", s.name, err))
+			}
+		} else {
+			cmd := exec.CommandContext(ctx, "go", "run", s.pkg,
+				"-rounds", fmt.Sprint(rounds), "-duration", duration.String(),
+				"-results", dir, "-report", filepath.Join(dir, "report"))
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+			if err := cmd.Run(); err != nil {
+				errs = append(errs, fmt.Errorf("suite %s: %w", s.name, err))
+			}
 		}
 		if err := mergeFrom(merged, dir); err != nil {
 			errs = append(errs, fmt.Errorf("suite %s: %w", s.name, err))
