@@ -84,7 +84,7 @@ func run(o options) error {
 	}
 	defer os.RemoveAll(dir)
 	if o.dnsd == "" {
-		o.dnsd = filepath.Join(dir, "dnsd")
+		o.dnsd = filepath.Join(dir, "bin", "dnsd")
 		fmt.Fprintln(os.Stderr, "building dnsd ...")
 		if out, err := exec.Command("go", "build", "-o", o.dnsd, "github.com/edgestack/edgestack/cmd/dnsd").CombinedOutput(); err != nil {
 			return fmt.Errorf("go build: %v\n%s", err, out)
