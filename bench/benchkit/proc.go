@@ -228,5 +228,17 @@ func Version(argv ...string) string {
 	return "unknown"
 }
 
+// VersionLine is Version for tools that print a banner first: the first
+// line of the output that contains match.
+func VersionLine(match string, argv ...string) string {
+	out, _ := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, match) {
+			return strings.TrimSpace(l)
+		}
+	}
+	return "unknown"
+}
+
 // ErrSkipped marks a subject that could not run here (peer not installed).
 var ErrSkipped = errors.New("skipped")

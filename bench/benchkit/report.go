@@ -91,8 +91,8 @@ func cell(s Summary) string {
 	if s.Median >= 1000 {
 		v = fmt.Sprintf("%.0f", s.Median)
 	}
-	if s.N > 1 {
-		v += fmt.Sprintf(" ±%.0f%%", s.SpreadPct())
+	if sp := s.SpreadPct(); s.N > 1 && !math.IsNaN(sp) {
+		v += fmt.Sprintf(" ±%.0f%%", sp)
 	}
 	return v
 }

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -280,10 +281,14 @@ http {
 	cmd := exec.Command(bin, "-p", dir, "-c", cf)
 	out := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = out, out
+	// nginx's workers outlive a killed master and keep the output pipe
+	// open: stop the whole process group, and never wait on the pipe long.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	b.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
 	nginxPID = cmd.Process.Pid
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -163,7 +163,7 @@ func writeResults(rs []result, big *benchkit.Case, o options) error {
 	if big != nil {
 		suite.Cases = append(suite.Cases, big)
 	}
-	versions := map[string]string{"dnsd": benchkit.Version(o.dnsd, "version"), "nsd": benchkit.Version("nsd", "-v"), "knot": benchkit.Version("knotd", "--version"), "dnsperf": benchkit.Version("dnsperf", "-h")}
+	versions := map[string]string{"dnsd": benchkit.Version(o.dnsd, "version"), "nsd": benchkit.Version("nsd", "-v"), "knot": benchkit.Version("knotd", "--version"), "dnsperf": "dnsperf " + benchkit.VersionLine("Version", "dnsperf", "-h")}
 	res := &benchkit.Results{Started: time.Now(), Host: benchkit.Hostname(), Machine: benchkit.DescribeMachine(), Versions: versions, Suites: []*benchkit.Suite{suite}}
 	if o.resultsDir != "" {
 		if _, err := res.WriteJSON(o.resultsDir); err != nil {

@@ -382,6 +382,7 @@ var (
 func (r *runner) failover() (*benchkit.Suite, error) {
 	suite := &benchkit.Suite{Name: "failover", Title: "Failover: a target killed behind the balancer, an edge killed behind DNS", Notes: []string{
 		"Target: the demo API instance is SIGKILLed under a steady load (4 clients, one request each per ~5 ms) sent straight to the balancer; the time is until the balancer's own state (lbd admin API, HAProxy stats socket) shows it out of rotation. Both check GET /healthz every 1 s, 2 failures to fall.",
+		"lbd's passive health (on by default: a target whose connections fail is ejected at once) is what takes it out in milliseconds; HAProxy's equivalent (observe layer4 + on-error mark-down) is off in its default config, as here, so it waits for its active check.",
 		"Edge: one of two edged instances named by a multivalue www record is SIGKILLed; the time is until dnsd's answers no longer carry it (health check every 1 s, 2 failures). NSD and Knot have no health-checked answers, so there is no peer.",
 	}}
 	ours, err := r.startEdgestack("failover")

@@ -35,7 +35,7 @@ var suites = []struct {
 }{
 	{"dns", "./bench/dns", []string{"nsd", "knot", "dnsperf"}},
 	{"edge", "./bench/edge", []string{"varnish", "nginx", "wrk"}},
-	{"lb", "./bench/lb", []string{"haproxy", "nginx", "wrk", "nghttp2-client"}},
+	{"lb", "./bench/lb", []string{"haproxy", "nginx", "libnginx-mod-stream", "wrk", "nghttp2-client"}},
 	{"certs", "./bench/certs", []string{"nginx", "nghttp2-client"}},
 	// stack also runs the failover and memory suites.
 	{"stack", "./bench/stack", []string{"wrk", "nginx", "haproxy", "varnish"}},
@@ -51,6 +51,7 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "length of each load run")
 	out := flag.String("results", "bench/results", "folder for the merged JSON and the latest report")
 	install := flag.Bool("install", true, "install missing Debian packages with apt-get")
+	include := flag.String("include", "", "also report the suites of an earlier run's results `JSON` that this run does not run again")
 	flag.Parse()
 	if *rounds < 1 || *rounds > 20 || *duration <= 0 || *duration > time.Minute {
 		fmt.Fprintln(os.Stderr, "bench: keep runs bounded: 1 <= -rounds <= 20, 0 < -duration <= 1m")
@@ -58,13 +59,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, strings.Split(*sel, ","), *rounds, *duration, *out, *install); err != nil {
+	if err := run(ctx, strings.Split(*sel, ","), *rounds, *duration, *out, *install, *include); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, selected []string, rounds int, duration time.Duration, out string, install bool) error {
+func run(ctx context.Context, selected []string, rounds int, duration time.Duration, out string, install bool, include string) error {
 	host, _ := os.Hostname()
 	merged := &benchkit.Results{Started: time.Now().UTC(), Host: host, Machine: benchkit.DescribeMachine(), Versions: map[string]string{}}
 	work, err := os.MkdirTemp("", "edgestack-bench-")
@@ -119,6 +120,15 @@ func run(ctx context.Context, selected []string, rounds int, duration time.Durat
 			return ctx.Err()
 		}
 	}
+	if include != "" {
+		if err := includeFrom(merged, include); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	order := []string{"dns", "edge", "lb", "certs", "stack", "failover", "memory"}
+	slices.SortStableFunc(merged.Suites, func(a, b *benchkit.Suite) int {
+		return slices.Index(order, a.Name) - slices.Index(order, b.Name)
+	})
 	if len(merged.Suites) == 0 {
 		return errors.Join(append(errs, errors.New("no suite produced results"))...)
 	}
@@ -153,6 +163,37 @@ func mergeFrom(into *benchkit.Results, dir string) error {
 		}
 		into.Suites = append(into.Suites, r.Suites...)
 		for k, v := range r.Versions {
+			into.Versions[k] = v
+		}
+	}
+	return nil
+}
+
+// includeFrom adds the suites of an earlier results file that this run
+// did not produce, so one suite can be rerun without rerunning the rest.
+func includeFrom(into *benchkit.Results, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var old benchkit.Results
+	if err := json.Unmarshal(b, &old); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	have := map[string]bool{}
+	for _, s := range into.Suites {
+		have[s.Name] = true
+	}
+	for _, s := range old.Suites {
+		if !have[s.Name] {
+			if !slices.ContainsFunc(s.Notes, func(n string) bool { return strings.HasPrefix(n, "From the run of") }) {
+				s.Notes = append(s.Notes, fmt.Sprintf("From the run of %s.", old.Started.UTC().Format("2006-01-02 15:04 MST")))
+			}
+			into.Suites = append(into.Suites, s)
+		}
+	}
+	for k, v := range old.Versions {
+		if _, ok := into.Versions[k]; !ok {
 			into.Versions[k] = v
 		}
 	}
