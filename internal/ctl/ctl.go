@@ -62,8 +62,45 @@ type Context struct {
 }
 
 // Parse parses args with the command's FlagSet and the shared flags and
-// returns the positional arguments.
-func (c *Context) Parse(_ *flag.FlagSet, args []string) ([]string, error) { return c.parse(args) }
+// returns the positional arguments. Flags may also follow the positional
+// arguments ("records example.test -json").
+func (c *Context) Parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	return c.parse(flagsFirst(fs, args))
+}
+
+// flagsFirst moves flags given after positional arguments ("register web
+// 10.0.0.1:80 -weight 2") in front of them, as the flag package wants.
+func flagsFirst(fs *flag.FlagSet, args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			pos = append(pos, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue
+		}
+		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+			continue
+		}
+		if i+1 < len(args) {
+			flags = append(flags, args[i+1])
+			i++
+		}
+	}
+	return append(flags, pos...)
+}
 
 // Usagef returns an error that makes edgectl print the command's usage and
 // exit 2.

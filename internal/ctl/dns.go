@@ -34,7 +34,7 @@ func dnsZones(c *Context, fs *flag.FlagSet, args []string) error {
 	ns := fs.String("ns", "", "create: name servers, comma separated (default ns1.ZONE)")
 	email := fs.String("email", "", "create: SOA mailbox as a name (default hostmaster.ZONE)")
 	view := fs.String("view", "", "create: private view the zone belongs to")
-	pos, err := c.Parse(fs, dnsArgs(fs, args))
+	pos, err := c.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func dnsZones(c *Context, fs *flag.FlagSet, args []string) error {
 }
 
 func dnsRecords(c *Context, fs *flag.FlagSet, args []string) error {
-	pos, err := c.Parse(fs, dnsArgs(fs, args))
+	pos, err := c.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ func readAllStdin() ([]byte, error) {
 
 func dnsChange(c *Context, fs *flag.FlagSet, args []string) error {
 	file := fs.String("file", "", "change batch `file`, JSON or YAML (- for stdin)")
-	pos, err := c.Parse(fs, dnsArgs(fs, args))
+	pos, err := c.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func dnsChange(c *Context, fs *flag.FlagSet, args []string) error {
 }
 
 func dnsExport(c *Context, fs *flag.FlagSet, args []string) error {
-	pos, err := c.Parse(fs, dnsArgs(fs, args))
+	pos, err := c.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -211,7 +211,7 @@ func dnsExport(c *Context, fs *flag.FlagSet, args []string) error {
 
 func dnsHealthchecks(c *Context, fs *flag.FlagSet, args []string) error {
 	file := fs.String("file", "", "create: check config `file`, JSON or YAML (the health_checks syntax of dnsd's config)")
-	pos, err := c.Parse(fs, dnsArgs(fs, args))
+	pos, err := c.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -265,39 +265,4 @@ func dnsHealthchecks(c *Context, fs *flag.FlagSet, args []string) error {
 		return nil
 	}
 	return Usagef("unknown healthchecks command %q (want list, create or delete)", sub)
-}
-
-// dnsArgs moves flags written after positional arguments to the front,
-// so "zones create example.com -ns a" works like "zones -ns a create
-// example.com".
-func dnsArgs(fs *flag.FlagSet, args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			pos = append(pos, a)
-			continue
-		}
-		flags = append(flags, a)
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") {
-			continue
-		}
-		f := fs.Lookup(name)
-		if f == nil {
-			continue
-		}
-		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
-			continue
-		}
-		if i+1 < len(args) {
-			flags = append(flags, args[i+1])
-			i++
-		}
-	}
-	return append(flags, pos...)
 }

@@ -107,7 +107,7 @@ func lbTargets(c *Context, fs *flag.FlagSet, args []string) error {
 
 func lbRegister(c *Context, fs *flag.FlagSet, args []string) error {
 	weight := fs.Int("weight", 0, "relative `weight` (default 1)")
-	pos, err := c.Parse(fs, flagsFirst(fs, args))
+	pos, err := c.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ func lbRegister(c *Context, fs *flag.FlagSet, args []string) error {
 
 func lbDeregister(c *Context, fs *flag.FlagSet, args []string) error {
 	wait := fs.Bool("wait", false, "wait until the target has drained")
-	pos, err := c.Parse(fs, flagsFirst(fs, args))
+	pos, err := c.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -163,38 +163,4 @@ func lbState(c *Context, fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	return c.Print(raw)
-}
-
-// flagsFirst moves flags given after positional arguments ("register web
-// 10.0.0.1:80 -weight 2") in front of them, as the flag package wants.
-func flagsFirst(fs *flag.FlagSet, args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			pos = append(pos, a)
-			continue
-		}
-		flags = append(flags, a)
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") {
-			continue
-		}
-		f := fs.Lookup(name)
-		if f == nil {
-			continue
-		}
-		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
-			continue
-		}
-		if i+1 < len(args) {
-			flags = append(flags, args[i+1])
-			i++
-		}
-	}
-	return append(flags, pos...)
 }
