@@ -125,9 +125,9 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 				return fmt.Errorf("build edged: %v\n%s", err, out)
 			}
 		}
-		port, admin := freePort(), freePort()
+		port, admin := benchkit.FreePort(), benchkit.FreePort()
 		cfg := filepath.Join(work, "edged.yaml")
-		if err := render(filepath.Join(peersDir, "edge-edged.yaml"), cfg, map[string]string{
+		if err := benchkit.Render(filepath.Join(peersDir, "edge-edged.yaml"), cfg, map[string]string{
 			"Listen": "127.0.0.1:" + port, "Admin": "127.0.0.1:" + admin, "Origin": origin}); err != nil {
 			return err
 		}
@@ -140,9 +140,9 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 	}
 	if use("varnish") {
 		if path, err := exec.LookPath("varnishd"); err == nil {
-			port := freePort()
+			port := benchkit.FreePort()
 			vcl := filepath.Join(work, "edge.vcl")
-			if err := render(filepath.Join(peersDir, "edge-varnish.vcl"), vcl, map[string]string{"OriginHost": oHost, "OriginPort": oPort}); err != nil {
+			if err := benchkit.Render(filepath.Join(peersDir, "edge-varnish.vcl"), vcl, map[string]string{"OriginHost": oHost, "OriginPort": oPort}); err != nil {
 				return err
 			}
 			p, err := procs.Start("varnish", []string{path, "-F", "-n", filepath.Join(work, "varnish"), "-a", "127.0.0.1:" + port,
@@ -158,13 +158,13 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 	}
 	if use("nginx") {
 		if path, err := exec.LookPath("nginx"); err == nil {
-			port := freePort()
+			port := benchkit.FreePort()
 			dir := filepath.Join(work, "nginx")
 			for _, d := range []string{"cache", "tmp", "body", "fcgi", "uwsgi", "scgi", "logs"} {
 				_ = os.MkdirAll(filepath.Join(dir, d), 0o755)
 			}
 			conf := filepath.Join(dir, "nginx.conf")
-			if err := render(filepath.Join(peersDir, "edge-nginx.conf"), conf, map[string]string{"Dir": dir, "Listen": "127.0.0.1:" + port, "Origin": origin}); err != nil {
+			if err := benchkit.Render(filepath.Join(peersDir, "edge-nginx.conf"), conf, map[string]string{"Dir": dir, "Listen": "127.0.0.1:" + port, "Origin": origin}); err != nil {
 				return err
 			}
 			p, err := procs.Start("nginx", []string{path, "-p", dir, "-c", conf}, dir, nil)
@@ -196,7 +196,7 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 		"Same Go origin on loopback for all three (Cache-Control: max-age=3600); configs in bench/peers/edge-*.",
 		"CPU per request: user+system time of the server's whole process tree from /proc, divided by the requests wrk completed.",
 	}}
-	res := &benchkit.Results{Started: time.Now(), Host: hostname(), Machine: benchkit.DescribeMachine(), Versions: versions, Suites: []*benchkit.Suite{suite}}
+	res := &benchkit.Results{Started: time.Now(), Host: benchkit.Hostname(), Machine: benchkit.DescribeMachine(), Versions: versions, Suites: []*benchkit.Suite{suite}}
 	for _, n := range sizes {
 		path := "/obj-" + strconv.Itoa(n)
 		c := &benchkit.Case{Name: "cache hit " + sizeName(n), Metrics: []benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors, benchkit.MetricRSS}}
@@ -270,28 +270,6 @@ func warm(url string, n int) error {
 	return nil
 }
 
-func render(src, dst string, vars map[string]string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	s := string(b)
-	for k, v := range vars {
-		s = strings.ReplaceAll(s, "{{."+k+"}}", v)
-	}
-	return os.WriteFile(dst, []byte(s), 0o644)
-}
-
-func freePort() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return p
-}
-
 func parseSize(s string) (int, error) {
 	mult := 1
 	for suf, m := range map[string]int{"KiB": 1 << 10, "MiB": 1 << 20} {
@@ -314,9 +292,4 @@ func sizeName(n int) string {
 		return strconv.Itoa(n>>10) + " KiB"
 	}
 	return strconv.Itoa(n) + " B"
-}
-
-func hostname() string {
-	h, _ := os.Hostname()
-	return h
 }

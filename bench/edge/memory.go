@@ -46,7 +46,7 @@ func memoryRun(edgedBin string, budgetMiB, objKiB int) error {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
-	port, admin := freePort(), freePort()
+	port, admin := benchkit.FreePort(), benchkit.FreePort()
 	cfg := fmt.Sprintf(`admin: {listen: "127.0.0.1:%s"}
 log: {level: warn}
 listeners: [{address: "127.0.0.1:%s"}]

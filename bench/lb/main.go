@@ -136,12 +136,12 @@ func run(o opts) error {
 	versions := map[string]string{}
 	var servers []*server
 	newServer := func(name string) *server {
-		s := &server{name: name, http: "127.0.0.1:" + freePort(), https: "127.0.0.1:" + freePort(), tcp: "127.0.0.1:" + freePort()}
+		s := &server{name: name, http: "127.0.0.1:" + benchkit.FreePort(), https: "127.0.0.1:" + benchkit.FreePort(), tcp: "127.0.0.1:" + benchkit.FreePort()}
 		v := map[string]string{"HTTP": s.http, "HTTPS": s.https, "TCP": s.tcp}
 		for k, x := range vars {
 			v[k] = x
 		}
-		s.admin = "127.0.0.1:" + freePort()
+		s.admin = "127.0.0.1:" + benchkit.FreePort()
 		v["Admin"] = s.admin
 		vars2[name] = v
 		return s
@@ -156,7 +156,7 @@ func run(o opts) error {
 		}
 		s := newServer("lbd")
 		cfg := filepath.Join(work, "lbd.yaml")
-		if err := render(filepath.Join(peersDir, "lb-lbd.yaml"), cfg, vars2["lbd"]); err != nil {
+		if err := benchkit.Render(filepath.Join(peersDir, "lb-lbd.yaml"), cfg, vars2["lbd"]); err != nil {
 			return err
 		}
 		p, err := procs.Start("lbd", []string{bin, "run", "-config", cfg}, work, []string{"GOMAXPROCS=" + strconv.Itoa(o.procs)})
@@ -171,7 +171,7 @@ func run(o opts) error {
 		if path, err := exec.LookPath("haproxy"); err == nil {
 			s := newServer("haproxy")
 			cfg := filepath.Join(work, "haproxy.cfg")
-			if err := render(filepath.Join(peersDir, "lb-haproxy.cfg"), cfg, vars2["haproxy"]); err != nil {
+			if err := benchkit.Render(filepath.Join(peersDir, "lb-haproxy.cfg"), cfg, vars2["haproxy"]); err != nil {
 				return err
 			}
 			p, err := procs.Start("haproxy", []string{path, "-db", "-f", cfg}, work, nil)
@@ -196,12 +196,12 @@ func run(o opts) error {
 			v["Dir"] = dir
 			v["Stream"] = ""
 			conf := filepath.Join(dir, "nginx.conf")
-			if err := render(filepath.Join(peersDir, "lb-nginx.conf"), conf, v); err != nil {
+			if err := benchkit.Render(filepath.Join(peersDir, "lb-nginx.conf"), conf, v); err != nil {
 				return err
 			}
 			if mod := "/usr/lib/nginx/modules/ngx_stream_module.so"; fileExists(mod) {
 				v["Stream"] = "load_module " + mod + ";"
-				_ = render(filepath.Join(peersDir, "lb-nginx.conf"), conf, v)
+				_ = benchkit.Render(filepath.Join(peersDir, "lb-nginx.conf"), conf, v)
 			} else {
 				// No stream module: drop the stream block.
 				b, _ := os.ReadFile(conf)
@@ -245,7 +245,7 @@ func run(o opts) error {
 		"TCP: 4 connections reading a stream of zeros through the balancer (Go client); MiB/s and balancer CPU µs per MiB.",
 		fmt.Sprintf("CPU: user+system time of the balancer's process tree from /proc divided by the requests (or MiB) done; configs in bench/peers/lb-*. lbd runs with GOMAXPROCS=%d, HAProxy nbthread 2, nginx 2 workers.", o.procs),
 	}}
-	res := &benchkit.Results{Started: time.Now(), Host: hostname(), Machine: benchkit.DescribeMachine(), Versions: versions, Suites: []*benchkit.Suite{suite}}
+	res := &benchkit.Results{Started: time.Now(), Host: benchkit.Hostname(), Machine: benchkit.DescribeMachine(), Versions: versions, Suites: []*benchkit.Suite{suite}}
 	httpMetrics := []benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors, benchkit.MetricRSS}
 	wantCase := map[string]bool{}
 	for _, c := range strings.Split(o.cases, ",") {
@@ -581,31 +581,4 @@ func writeCert(dir string) (certFile, keyFile, pemFile string, err error) {
 	return
 }
 
-func render(src, dst string, vars map[string]string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	s := string(b)
-	for k, v := range vars {
-		s = strings.ReplaceAll(s, "{{."+k+"}}", v)
-	}
-	return os.WriteFile(dst, []byte(s), 0o644)
-}
-
-func freePort() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return p
-}
-
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-func hostname() string {
-	h, _ := os.Hostname()
-	return h
-}
