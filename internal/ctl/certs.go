@@ -22,7 +22,7 @@ func Certs() Group {
 			{Name: "renew", Args: "NAME", Summary: "force a renewal now, or retry a failed order (token)", Run: certsRenew},
 			{Name: "delete", Args: "NAME", Summary: "stop managing a requested/imported certificate and remove it (token)", Run: certsDelete},
 			{Name: "import", Args: "-cert FILE -key FILE", Summary: "store an existing certificate and key; served, not renewed (token)", Run: certsImport},
-			{Name: "root", Args: "[-issuer NAME]", Summary: "print the local CA root certificate (PEM) to trust", Run: certsRoot},
+			{Name: "root", Args: "[-issuer NAME]", Summary: "print an issuer's root certificate (PEM) to trust", Run: certsRoot},
 		},
 	}
 }
@@ -201,13 +201,13 @@ func certsImport(c *Context, fs *flag.FlagSet, args []string) error {
 }
 
 func certsRoot(c *Context, fs *flag.FlagSet, args []string) error {
-	issuer := fs.String("issuer", "", "local_ca issuer `name` (default: the first one)")
+	issuer := fs.String("issuer", "", "issuer `name`: a local_ca, or an ACME CA with a root_url (default: the first local_ca)")
 	if _, err := c.Parse(fs, args); err != nil {
 		return err
 	}
 	path := "/v1/localca/root"
 	if *issuer != "" {
-		path += "?issuer=" + url.QueryEscape(*issuer)
+		path = "/v1/issuers/" + url.PathEscape(*issuer) + "/root"
 	}
 	var pemBytes []byte
 	if err := c.Client().Do(c.Ctx, http.MethodGet, path, nil, &pemBytes); err != nil {
