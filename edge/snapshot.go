@@ -20,18 +20,19 @@ import (
 
 // snapshot is an immutable compiled config; a reload swaps it whole.
 type snapshot struct {
-	exact     map[string]*dist
-	wild      []wildDist
-	any       *dist
-	dists     []*dist
-	trusted   []netip.Prefix
-	maxObject int64
-	sendfile  int64 // body size from which stored entries get a memfd copy; 0 off
-	maxURL    int
-	maxBody   int64
-	keys      map[string][]byte // signing keys
-	log       *accesslog.Logger
-	origins   []origin.Origin
+	exact       map[string]*dist
+	wild        []wildDist
+	any         *dist
+	dists       []*dist
+	trusted     []netip.Prefix
+	maxObject   int64
+	sendfile    int64 // body size from which stored entries get a memfd copy; 0 off
+	sendfileMax int64 // and up to which; 0 no bound
+	maxURL      int
+	maxBody     int64
+	keys        map[string][]byte // signing keys
+	log         *accesslog.Logger
+	origins     []origin.Origin
 }
 
 type wildDist struct {
@@ -150,12 +151,13 @@ func (d *dist) behavior(path string) *behavior {
 // build compiles cfg. Origins get fresh transports.
 func build(cfg *Config, m *metrics) (*snapshot, error) {
 	s := &snapshot{
-		exact:     map[string]*dist{},
-		maxObject: int64(cfg.Cache.MaxObjectSize),
-		sendfile:  int64(cfg.Cache.SendfileMinSize),
-		maxURL:    cfg.Limits.MaxURLLength,
-		maxBody:   int64(cfg.Limits.MaxBodySize),
-		keys:      map[string][]byte{},
+		exact:       map[string]*dist{},
+		maxObject:   int64(cfg.Cache.MaxObjectSize),
+		sendfile:    int64(cfg.Cache.SendfileMinSize),
+		sendfileMax: int64(cfg.Cache.SendfileMaxSize),
+		maxURL:      cfg.Limits.MaxURLLength,
+		maxBody:     int64(cfg.Limits.MaxBodySize),
+		keys:        map[string][]byte{},
 	}
 	for _, p := range cfg.TrustedProxies {
 		pp, _ := parsePrefix(p)
