@@ -51,12 +51,13 @@ listeners:
       forward: {target_group: nope}
 `
 
-var (
-	targetOnce sync.Once
-	targetErr  error
-)
-
 func TestConformance(t *testing.T) {
+	// One target per run (Serving is called twice, and -count=N reruns
+	// the test with new ports).
+	var (
+		targetOnce sync.Once
+		targetErr  error
+	)
 	apptest.Conformance(t, apptest.Case{
 		Package: "github.com/edgestack/edgestack/cmd/lbd",
 		Name:    "lbd",
