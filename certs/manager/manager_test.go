@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -366,24 +367,29 @@ func TestExpiryWhileCAIsDown(t *testing.T) {
 	iss := e.pebbleIssuer()
 	iss.Profile = "tiny"
 	s := e.settings(iss)
-	s.RenewalWindowRatio = 0.01
+	// Renewal attempts start halfway through the 20 s lifetime, so one has
+	// failed (CA gone) well before the end, even on a loaded machine.
+	s.RenewalWindowRatio = 0.5
 	s.DisableARI = true
-	e.start(s, spec("expire.example.test", ChallengeHTTP01))
-	first := e.waitState("expire.example.test", StateIssued)
+	// certmagic remembers failed renewals per name for the whole process:
+	// a fresh name per run keeps -count=N honest.
+	host := fmt.Sprintf("expire%d.example.test", time.Now().UnixNano()%1e9)
+	e.start(s, spec(host, ChallengeHTTP01))
+	first := e.waitState(host, StateIssued)
 	e.peb.Close()
-	r := e.wait("expire.example.test", 40*time.Second, func(r Record) bool { return r.State == StateExpired })
+	r := e.wait(host, 40*time.Second, func(r Record) bool { return r.State == StateExpired })
 	if r.Serial != first.Serial || !strings.Contains(r.LastError, "could not be reached") {
 		t.Errorf("expired record %+v", r)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for value(e.mgr.metrics.state.WithLabelValues("expire.example.test", StateExpired)) != 1 {
+	for value(e.mgr.metrics.state.WithLabelValues(host, StateExpired)) != 1 {
 		if time.Now().After(deadline) {
 			t.Fatalf("metric state{expired} never set")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	st := &certmagic.FileStorage{Path: e.dir}
-	if !st.Exists(context.Background(), certmagic.StorageKeys.SiteCert(r.Issuer, "expire.example.test")) {
+	if !st.Exists(context.Background(), certmagic.StorageKeys.SiteCert(r.Issuer, host)) {
 		t.Error("expired certificate removed from storage")
 	}
 }
