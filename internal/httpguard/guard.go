@@ -268,7 +268,7 @@ func (c *Conn) process() {
 			}
 			body := ln[:i-1]
 			if c.st == stChunkSize {
-				size, ok := parseChunkSize(body)
+				size, ok := ParseChunkSize(body)
 				if !ok {
 					c.err = ErrBadChunk
 					return
@@ -344,7 +344,10 @@ func (c *Conn) reject(res Result, status int) {
 // Rejected reports whether the connection refused a request.
 func (c *Conn) Rejected() bool { return c.rejected.Load() }
 
-func parseChunkSize(b []byte) (int64, bool) {
+// ParseChunkSize parses a chunk-size line without its CRLF: 1 to 15 hex
+// digits, optionally followed by BWS and chunk extensions (which must be
+// valid field-value bytes). The second result is false for anything else.
+func ParseChunkSize(b []byte) (int64, bool) {
 	if i := bytes.IndexByte(b, ';'); i >= 0 {
 		ext := b[i+1:]
 		if !validValue(ext) {

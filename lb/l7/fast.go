@@ -1134,29 +1134,7 @@ func chunkSize(line []byte) (int64, bool) {
 	if len(line) < 3 || line[len(line)-2] != '\r' {
 		return 0, false
 	}
-	b := line[:len(line)-2]
-	if i := bytes.IndexByte(b, ';'); i >= 0 {
-		b = bytes.TrimRight(b[:i], " \t")
-	}
-	if len(b) == 0 || len(b) > 15 {
-		return 0, false
-	}
-	var n int64
-	for _, c := range b {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		n = n<<4 | int64(d)
-	}
-	return n, true
+	return httpguard.ParseChunkSize(line[:len(line)-2])
 }
 
 // discardBody reads and drops the request body (before answering without
