@@ -58,7 +58,10 @@ func (s *Service) serve(w *worker, raw []byte, src netip.AddrPort, tcp bool) []b
 		s.m.dropped.Inc()
 		return nil
 	}
-	if ok && a.cacheable {
+	// Only answers that echo the question may be stored: a hit patches the
+	// query's question bytes over the stored ones. (A FORMERR answer, for
+	// one, carries no question.)
+	if ok && a.cacheable && echoesQuestion(a.wire, raw, qend) {
 		snap.cache.put(key, a.wire, a.rcode)
 	}
 	if a.wire[2]&0x02 != 0 {
@@ -174,4 +177,25 @@ func isXFR(raw []byte) bool {
 	}
 	t := binary.BigEndian.Uint16(raw[off+1:])
 	return t == dns.TypeAXFR || t == dns.TypeIXFR
+}
+
+// echoesQuestion reports whether wire holds exactly the question of raw
+// (bytes 12..qend), up to the letter case of the name.
+func echoesQuestion(wire, raw []byte, qend int) bool {
+	if len(wire) < qend || len(raw) < qend || qend < 12 || wire[4] != 0 || wire[5] != 1 {
+		return false
+	}
+	for i := 12; i < qend; i++ {
+		a, b := wire[i], raw[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
 }
