@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,7 +25,13 @@ import (
 	"time"
 )
 
+var version = "dev"
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "version" {
+		fmt.Println("demoapi", version)
+		return
+	}
 	check := len(os.Args) > 1 && os.Args[1] == "healthcheck"
 	if check {
 		os.Args = append(os.Args[:1], os.Args[2:]...)
@@ -32,6 +39,10 @@ func main() {
 	listen := flag.String("listen", ":8080", "listen `address`")
 	name := flag.String("name", hostname(), "instance `name` to answer with")
 	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "demoapi: unexpected argument %q (commands: version, healthcheck)\n", flag.Arg(0))
+		os.Exit(2)
+	}
 	if check {
 		os.Exit(healthcheck(*listen))
 	}
