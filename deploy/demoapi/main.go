@@ -4,7 +4,8 @@
 //
 //	demoapi -listen :8080 -name api-1
 //
-// GET /healthz answers 200 "ok" (the target group's health check);
+// GET /healthz answers 200 "ok" (the target group's health check), and
+// 503 from SIGTERM on, during the -lame-duck period before the server closes;
 // GET /api/hello answers {"instance": NAME, "path": ..., "client": ...}.
 // `demoapi healthcheck [-listen :8080]` probes its own /healthz (exit 0/1),
 // for the scratch image's container health check.
@@ -21,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -38,6 +40,7 @@ func main() {
 	}
 	listen := flag.String("listen", ":8080", "listen `address`")
 	name := flag.String("name", hostname(), "instance `name` to answer with")
+	lameDuck := flag.Duration("lame-duck", 3*time.Second, "on SIGTERM, fail /healthz and keep serving this `long` before closing, so the balancer drains the instance first")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "demoapi: unexpected argument %q (commands: version, healthcheck)\n", flag.Arg(0))
@@ -49,7 +52,14 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil)).With("instance", *name)
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	var draining atomic.Bool
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
@@ -65,6 +75,11 @@ func main() {
 	defer stop()
 	go func() {
 		<-ctx.Done()
+		// Health checks fail first; requests keep being answered until the
+		// balancer has stopped sending them, then the server closes.
+		draining.Store(true)
+		log.Info("draining", "lame_duck", lameDuck.String())
+		time.Sleep(*lameDuck)
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)

@@ -254,10 +254,30 @@ func (s *stack) runCompose(args ...string) error {
 	return nil
 }
 
+// failures keeps the first few failure reasons of a load run.
+type failures struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (f *failures) add(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.seen) < 3 {
+		f.seen = append(f.seen, s)
+	}
+}
+
+func (f *failures) String() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return strings.Join(f.seen, "; ")
+}
+
 // load sends requests through edge to path until stop is closed and counts
 // them and their failures.
-func (s *stack) load(edge, path string, stop <-chan struct{}) (ok, failed *atomic.Int64, wait func()) {
-	ok, failed = new(atomic.Int64), new(atomic.Int64)
+func (s *stack) load(edge, path string, stop <-chan struct{}) (ok, failed *atomic.Int64, why *failures, wait func()) {
+	ok, failed, why = new(atomic.Int64), new(atomic.Int64), &failures{}
 	var wg sync.WaitGroup
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
@@ -270,17 +290,22 @@ func (s *stack) load(edge, path string, stop <-chan struct{}) (ok, failed *atomi
 					return
 				default:
 				}
-				resp, _, err := get(c, "https://www."+s.domain+path)
-				if err != nil || resp.StatusCode >= 500 {
+				resp, body, err := get(c, "https://www."+s.domain+path)
+				switch {
+				case err != nil:
 					failed.Add(1)
-				} else {
+					why.add(time.Now().Format("15:04:05.000") + " " + err.Error())
+				case resp.StatusCode >= 500:
+					failed.Add(1)
+					why.add(fmt.Sprintf("%s %s %s: %.120s", time.Now().Format("15:04:05.000"), resp.Status, resp.Header.Get("X-Cache"), body))
+				default:
 					ok.Add(1)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
 		}()
 	}
-	return ok, failed, wg.Wait
+	return ok, failed, why, wg.Wait
 }
 
 func (s *stack) targetState(address string) (string, error) {
@@ -305,14 +330,13 @@ func (s *stack) targetState(address string) (string, error) {
 
 func (s *stack) stopTarget(ctx context.Context) (string, error) {
 	stop := make(chan struct{})
-	ok, failed, wait := s.load(s.edges[0], "/api/hello", stop)
+	ok, failed, why, wait := s.load(s.edges[0], "/api/hello", stop)
 	time.Sleep(time.Second)
 	stopped := time.Now()
-	if err := s.runCompose("stop", "-t", "10", "api-2"); err != nil {
-		close(stop)
-		wait()
-		return "", err
-	}
+	// demoapi drains on SIGTERM (fails /healthz, keeps answering for 3 s),
+	// so the stop runs while the target's state is watched.
+	stopDone := make(chan error, 1)
+	go func() { stopDone <- s.runCompose("stop", "-t", "10", "api-2") }()
 	defer func() { _ = s.runCompose("start", "api-2") }()
 	var left time.Duration
 	for left == 0 {
@@ -332,7 +356,12 @@ func (s *stack) stopTarget(ctx context.Context) (string, error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	time.Sleep(2 * time.Second)
+	if err := <-stopDone; err != nil {
+		close(stop)
+		wait()
+		return "", err
+	}
+	time.Sleep(time.Second)
 	close(stop)
 	wait()
 	c := s.client(s.edges[0])
@@ -342,19 +371,19 @@ func (s *stack) stopTarget(ctx context.Context) (string, error) {
 		}
 	}
 	if failed.Load() > 0 {
-		return "", fmt.Errorf("%d of %d requests failed while api-2 stopped", failed.Load(), failed.Load()+ok.Load())
+		return "", fmt.Errorf("%d of %d requests failed while api-2 stopped (stopped at %s): %s", failed.Load(), failed.Load()+ok.Load(), stopped.Format("15:04:05.000"), why)
 	}
-	// lbd checks every 1 s and needs 2 failures: with a check in flight and
-	// the container's stop, the window is about 3 s.
+	// lbd checks every 1 s and needs 2 failures: with a check in flight the
+	// window is about 3 s.
 	if left > 4*time.Second {
 		return "", fmt.Errorf("api-2 left rotation only %v after stop, beyond the health check's window", left)
 	}
-	return fmt.Sprintf("%d requests, 0 failed; api-2 out of rotation %v after stop (health check 1s × 2)", ok.Load(), left.Round(10*time.Millisecond)), nil
+	return fmt.Sprintf("%d requests, 0 failed; api-2 out of rotation %v after SIGTERM (health check 1s × 2)", ok.Load(), left.Round(10*time.Millisecond)), nil
 }
 
 func (s *stack) stopEdge(ctx context.Context) (string, error) {
 	stop := make(chan struct{})
-	ok, failed, wait := s.load(s.edges[0], "/", stop)
+	ok, failed, why, wait := s.load(s.edges[0], "/", stop)
 	stopped := time.Now()
 	if err := s.runCompose("stop", "-t", "10", "edge2"); err != nil {
 		close(stop)
@@ -380,7 +409,7 @@ func (s *stack) stopEdge(ctx context.Context) (string, error) {
 	close(stop)
 	wait()
 	if failed.Load() > 0 {
-		return "", fmt.Errorf("%d requests to edge1 failed", failed.Load())
+		return "", fmt.Errorf("%d requests to edge1 failed: %s", failed.Load(), why)
 	}
 	// dnsd checks every 2 s and needs 2 failures (4 s); edged keeps
 	// answering through its 1 s lame duck, a check can be 2 s from its next
