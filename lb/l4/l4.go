@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgestack/edgestack/lb/accept"
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
 	"github.com/prometheus/client_golang/prometheus"
@@ -147,22 +148,14 @@ func (s *tcpServer) Serve() error {
 	if s.opts.MaxConnections > 0 {
 		ln = netutil.LimitListener(ln, s.opts.MaxConnections)
 	}
-	var delay time.Duration
 	for {
-		c, err := ln.Accept()
+		c, err := accept.Next(ln, s.quit.Load)
 		if err != nil {
-			if s.quit.Load() {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
 			return err
 		}
-		delay = 0
+		if c == nil {
+			return nil
+		}
 		if !s.track(c, true) {
 			_ = c.Close()
 			continue

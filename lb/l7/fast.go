@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/internal/httpguard"
+	"github.com/edgestack/edgestack/lb/accept"
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
 	"golang.org/x/net/netutil"
@@ -81,22 +82,14 @@ func (s *FastServer) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.mu.Unlock()
-	var delay time.Duration
 	for {
-		c, err := ln.Accept()
+		c, err := accept.Next(ln, s.quit.Load)
 		if err != nil {
-			if s.quit.Load() {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
 			return err
 		}
-		delay = 0
+		if c == nil {
+			return nil
+		}
 		fc := &fconn{c: c}
 		s.mu.Lock()
 		if s.quit.Load() {

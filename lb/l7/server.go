@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/internal/httpguard"
+	"github.com/edgestack/edgestack/lb/accept"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/netutil"
 )
@@ -120,23 +121,14 @@ func (s *Server) Serve(ln net.Listener) error {
 
 func (s *Server) acceptTLS(ln net.Listener, guardOpts httpguard.Options) {
 	defer s.wg.Done()
-	var delay time.Duration
 	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if s.quit.Load() {
-				return
+		c, err := accept.Next(ln, s.quit.Load)
+		if c == nil {
+			if err != nil {
+				s.opts.Logger.Error("accept failed", "err", err)
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			s.opts.Logger.Error("accept failed", "err", err)
 			return
 		}
-		delay = 0
 		s.wg.Add(1)
 		go s.handshake(c, guardOpts)
 	}
