@@ -31,6 +31,22 @@ type cdnInvalidation struct {
 
 // fanOut runs f for each target concurrently and returns results in
 // target order.
+// printByTarget prints the answers of a fan-out as JSON keyed by target
+// (failed targets as {"error": ...} when withErrors, else left out) and
+// returns the failures.
+func printByTarget[T any](c *Context, res []T, errs []error, withErrors bool) error {
+	out := map[string]any{}
+	for i, t := range c.Targets {
+		switch {
+		case errs[i] == nil:
+			out[t] = res[i]
+		case withErrors:
+			out[t] = map[string]string{"error": errs[i].Error()}
+		}
+	}
+	return errors.Join(c.Print(out), joinTargets(c.Targets, errs))
+}
+
 func fanOut[T any](c *Context, f func(cl *Client) (T, error)) ([]T, []error) {
 	res := make([]T, len(c.Targets))
 	errs := make([]error, len(c.Targets))
@@ -72,15 +88,7 @@ func cdnInvalidate(c *Context, fs *flag.FlagSet, args []string) error {
 		return a, err
 	})
 	if c.JSON {
-		out := map[string]any{}
-		for i, t := range c.Targets {
-			if errs[i] != nil {
-				out[t] = map[string]string{"error": errs[i].Error()}
-			} else {
-				out[t] = res[i]
-			}
-		}
-		return errors.Join(c.Print(out), joinTargets(c.Targets, errs))
+		return printByTarget(c, res, errs, true)
 	}
 	for i, t := range c.Targets {
 		if errs[i] != nil {
@@ -125,13 +133,7 @@ func cdnStats(c *Context, fs *flag.FlagSet, args []string) error {
 		return s, err
 	})
 	if c.JSON {
-		out := map[string]any{}
-		for i, t := range c.Targets {
-			if errs[i] == nil {
-				out[t] = res[i]
-			}
-		}
-		return errors.Join(c.Print(out), joinTargets(c.Targets, errs))
+		return printByTarget(c, res, errs, false)
 	}
 	for i, t := range c.Targets {
 		if errs[i] != nil {
@@ -184,13 +186,7 @@ func cdnDistributions(c *Context, fs *flag.FlagSet, args []string) error {
 		return d, err
 	})
 	if c.JSON {
-		out := map[string]any{}
-		for i, t := range c.Targets {
-			if errs[i] == nil {
-				out[t] = res[i]
-			}
-		}
-		return errors.Join(c.Print(out), joinTargets(c.Targets, errs))
+		return printByTarget(c, res, errs, false)
 	}
 	for i, t := range c.Targets {
 		if errs[i] != nil {
