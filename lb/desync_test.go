@@ -1,8 +1,6 @@
 package lb
 
 import (
-	"bufio"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -86,19 +84,9 @@ listeners:
 
 func sendRaw(t *testing.T, addr, raw string) int {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	code, _, err := guardtest.Send(addr, []byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write([]byte(raw)); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return code
 }

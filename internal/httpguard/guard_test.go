@@ -27,26 +27,13 @@ func guardedServer(t *testing.T, h http.Handler) string {
 	return ln.Addr().String()
 }
 
-// send writes raw on a new connection and returns the status code of the
-// first response (0 when the connection closed without one).
 func send(t *testing.T, addr string, raw []byte) (int, string) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	code, body, err := guardtest.Send(addr, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write(raw); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return resp.StatusCode, string(b)
+	return code, body
 }
 
 // TestListenerVectors replays every desync vector against a real server

@@ -4,12 +4,17 @@
 package guardtest
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -107,4 +112,34 @@ func Load() ([]Vector, error) {
 		}
 	}
 	return out, nil
+}
+
+// Send writes raw on a new connection to addr and returns the status code
+// and the first 4 KiB of the body of the first response (0 and the error
+// text when the connection closed without one). It writes while it reads,
+// as a browser does: a refused request can be answered, and the connection
+// reset, before a long head is all sent, so a failed write is not an error
+// when a response arrived.
+func Send(addr string, raw []byte) (int, string, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return 0, "", err
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		_, _ = c.Write(raw)
+	}()
+	defer func() {
+		c.Close() // unblocks a write the server stopped reading
+		<-wrote
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err.Error(), nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, string(b), nil
 }
