@@ -265,7 +265,7 @@ func (s *tcpServer) dial(g *targetgroup.Group) (net.Conn, *targetgroup.Target) {
 			return nil, nil
 		}
 		start := time.Now()
-		c, err := net.DialTimeout("tcp", t.Addr, 5*time.Second)
+		c, err := net.DialTimeout("tcp", t.Addr, g.Config().ConnectTimeout.D())
 		if err == nil {
 			obs.Observe(time.Since(start).Seconds())
 			return c, t

@@ -1300,10 +1300,9 @@ func (p *connPool) closeIdle() {
 	p.idle = nil
 }
 
-var dialer = &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-
 func (p *connPool) dial(ref *GroupRef) (*upConn, error) {
-	c, err := dialer.Dial("tcp", p.addr)
+	d := ref.up.dialer
+	c, err := d.Dial("tcp", p.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -1313,7 +1312,7 @@ func (p *connPool) dial(ref *GroupRef) (*upConn, error) {
 			cfg.ServerName = host
 		}
 		tlsc := tls.Client(c, cfg)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), d.Timeout)
 		err := tlsc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {

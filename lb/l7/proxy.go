@@ -124,13 +124,15 @@ type Proxy struct {
 
 type upKey struct {
 	https, insecure bool
-	timeout         time.Duration
+	timeout         time.Duration // response head
+	connect         time.Duration // TCP connect (+ TLS handshake)
 }
 
 // upstream is one transport and the reverse proxy using it.
 type upstream struct {
-	tr *http.Transport
-	rp *httputil.ReverseProxy
+	tr     *http.Transport
+	rp     *httputil.ReverseProxy
+	dialer *net.Dialer
 }
 
 // NewProxy returns a proxy.
@@ -163,7 +165,7 @@ func (p *Proxy) Close() {
 // Ref resolves a group for a listener's routes.
 func (p *Proxy) Ref(listener string, g *targetgroup.Group, weight int, timeout time.Duration) *GroupRef {
 	cfg := g.Config()
-	k := upKey{https: cfg.Protocol == targetgroup.ProtoHTTPS, insecure: cfg.InsecureSkipVerify, timeout: timeout}
+	k := upKey{https: cfg.Protocol == targetgroup.ProtoHTTPS, insecure: cfg.InsecureSkipVerify, timeout: timeout, connect: cfg.ConnectTimeout.D()}
 	ref := &GroupRef{Group: g, Weight: weight, up: p.upstream(k)}
 	for i, c := range codeClasses {
 		ref.codes[i] = p.metrics.Requests.WithLabelValues(listener, g.Name, c)
@@ -220,9 +222,13 @@ func (p *Proxy) upstream(k upKey) *upstream {
 	if u := p.ups[k]; u != nil {
 		return u
 	}
-	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	if k.connect <= 0 {
+		k.connect = 3 * time.Second
+	}
+	d := &net.Dialer{Timeout: k.connect, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		DialContext:           d.DialContext,
+		TLSHandshakeTimeout:   k.connect,
 		MaxIdleConns:          8192,
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
@@ -236,7 +242,7 @@ func (p *Proxy) upstream(k upKey) *upstream {
 	if k.https {
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: k.insecure, MinVersion: tls.VersionTLS12}
 	}
-	u := &upstream{tr: tr}
+	u := &upstream{tr: tr, dialer: d}
 	u.rp = &httputil.ReverseProxy{
 		Rewrite:        rewrite,
 		Transport:      &retrier{base: tr, metrics: p.metrics},
@@ -408,13 +414,14 @@ func retryable(req *http.Request, err error) bool {
 	if req.Header.Get("Upgrade") != "" {
 		return false
 	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return false
-	}
+	// A failed or timed-out connect never reached the target.
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {
 		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
 	}
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.EPIPE)
 }

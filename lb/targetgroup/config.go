@@ -69,6 +69,12 @@ type Config struct {
 	// InsecureSkipVerify skips verification of targets' certificates
 	// (https groups). Default false.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// ConnectTimeout bounds opening a connection to a target (TCP connect,
+	// plus the TLS handshake for https groups). A target that vanished
+	// without a reset (a stopped container, a host gone from the network)
+	// costs a request this long before it is retried on another target,
+	// so keep it well under clients' timeouts. Default 3s.
+	ConnectTimeout config.Duration `yaml:"connect_timeout"`
 }
 
 // TargetConfig is one target.
@@ -138,6 +144,9 @@ func (c Config) WithDefaults() Config {
 	if c.DeregistrationDelay == 0 {
 		c.DeregistrationDelay = config.Duration(30 * time.Second)
 	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = config.Duration(3 * time.Second)
+	}
 	if c.Stickiness.Cookie == "" {
 		c.Stickiness.Cookie = "lbd_sticky"
 	}
@@ -194,6 +203,9 @@ func (c Config) Validate() error {
 	}
 	if c.DeregistrationDelay < 0 {
 		errs = append(errs, config.Errorf("deregistration_delay", "must not be negative"))
+	}
+	if c.ConnectTimeout < 0 {
+		errs = append(errs, config.Errorf("connect_timeout", "must not be negative"))
 	}
 	if c.Stickiness.Enabled && c.Protocol != ProtoHTTP && c.Protocol != ProtoHTTPS {
 		errs = append(errs, config.Errorf("stickiness.enabled", "cookie stickiness needs an http or https group"))
