@@ -11,15 +11,22 @@ import (
 	"time"
 )
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback port that was free for both TCP and UDP a
+// moment ago (DNS servers bind both).
 func FreePort() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		_, p, _ := net.SplitHostPort(ln.Addr().String())
+		pc, err := net.ListenPacket("udp", "127.0.0.1:"+p)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return p
+		}
 	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return p
 }
 
 // Render executes the text/template file src with vars into dst.

@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,6 +82,8 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	procs, _ := benchkit.NewProcs(context.Background())
+	defer procs.Close()
 	if o.dnsd == "" {
 		o.dnsd = filepath.Join(dir, "bin", "dnsd")
 		fmt.Fprintln(os.Stderr, "building dnsd ...")
@@ -103,12 +104,12 @@ func run(o options) error {
 	for round := 0; round < o.rounds; round++ {
 		for _, mode := range o.modes {
 			for _, name := range o.servers {
-				srv, err := startServer(name, o, dir, zoneFile)
+				srv, err := startServer(procs, name, o, dir, zoneFile)
 				if err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
 				r, err := measure(srv, mode, queries, o, round == 0 && mode == "udp" && name == "dnsd")
-				srv.stop()
+				srv.proc.Stop()
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", name, mode, err)
 				}
@@ -120,7 +121,7 @@ func run(o options) error {
 	report(results, o)
 	var big *benchkit.Case
 	if o.big > 0 {
-		if big, err = loadTest(o, dir); err != nil {
+		if big, err = loadTest(procs, o, dir); err != nil {
 			return err
 		}
 	}
@@ -223,35 +224,16 @@ func genQueries(path string, names, n int) error {
 type server struct {
 	name    string
 	port    int
-	cmd     *exec.Cmd
+	proc    *benchkit.Proc
 	admin   string // dnsd only
 	started time.Time
 }
 
-func (s *server) stop() {
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	// NSD forks; kill what is left of its process group.
-	_ = exec.Command("kill", "-9", "--", "-"+strconv.Itoa(s.cmd.Process.Pid)).Run()
-}
+func (s *server) pid() int { return s.proc.Cmd.Process.Pid }
 
-func freePort() int {
-	for {
-		l, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			panic(err)
-		}
-		p := l.LocalAddr().(*net.UDPAddr).Port
-		l.Close()
-		if t, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
-			t.Close()
-			return p
-		}
-	}
-}
-
-func startServer(name string, o options, dir, zoneFile string) (*server, error) {
-	s := &server{name: name, port: freePort()}
+func startServer(procs *benchkit.Procs, name string, o options, dir, zoneFile string) (*server, error) {
+	port, _ := strconv.Atoi(benchkit.FreePort())
+	s := &server{name: name, port: port}
 	sdir := filepath.Join(dir, name)
 	if err := os.MkdirAll(sdir, 0o755); err != nil {
 		return nil, err
@@ -260,7 +242,7 @@ func startServer(name string, o options, dir, zoneFile string) (*server, error) 
 	var bin string
 	switch name {
 	case "dnsd", "dnsd-nofast":
-		s.admin = fmt.Sprintf("127.0.0.1:%d", freePort())
+		s.admin = "127.0.0.1:" + benchkit.FreePort()
 		cfg := fmt.Sprintf("listen: 127.0.0.1:%d\nadmin:\n  listen: %s\n  pprof: true\nlog:\n  level: warn\nzones:\n  - name: example.bench.\n    file: %s\n", s.port, s.admin, zoneFile)
 		if name == "dnsd-nofast" { // the slow path only: miekg/dns parse, lookup, pack
 			cfg += "cache_entries: 0\n"
@@ -320,81 +302,33 @@ zone:
 	default:
 		return nil, fmt.Errorf("unknown server %q", name)
 	}
-	s.cmd = exec.Command(bin, args...)
-	s.cmd.SysProcAttr = sysProcAttr()
-	logf, _ := os.Create(filepath.Join(sdir, "out.log"))
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.started = time.Now()
-	if err := s.cmd.Start(); err != nil {
+	pr, err := procs.Start(name, append([]string{bin}, args...), sdir, nil)
+	if err != nil {
 		return nil, err
 	}
-	if err := waitReady(s.port, 120*time.Second); err != nil {
-		s.stop()
-		out, _ := os.ReadFile(filepath.Join(sdir, "out.log"))
-		return nil, fmt.Errorf("%w\n%s", err, out)
+	s.proc = pr
+	answers := func() error { return querySOA(s.port) }
+	if err := benchkit.WaitTCP(context.Background(), pr, answers, 120*time.Second); err != nil {
+		pr.Stop()
+		return nil, err
 	}
 	return s, nil
 }
 
-func waitReady(port int, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
+// querySOA asks the zone's SOA once over UDP.
+func querySOA(port int) error {
 	m := new(dns.Msg)
 	m.SetQuestion("example.bench.", dns.TypeSOA)
-	c := &dns.Client{Timeout: 200 * time.Millisecond}
-	for time.Now().Before(deadline) {
-		if r, _, err := c.Exchange(m, fmt.Sprintf("127.0.0.1:%d", port)); err == nil && r.Rcode == dns.RcodeSuccess {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return errors.New("not answering")
-}
-
-// cpuTicks sums utime+stime of pid and all its descendants.
-func cpuTicks(root int) (int64, error) {
-	ents, err := os.ReadDir("/proc")
+	r, _, err := (&dns.Client{Timeout: 200 * time.Millisecond}).Exchange(m, fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
-		return 0, err
+		return err
 	}
-	parent := map[int]int{}
-	ticks := map[int]int64{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+2:])
-		if len(f) < 13 {
-			continue
-		}
-		pp, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		parent[pid] = pp
-		ticks[pid] = ut + st
+	if r.Rcode != dns.RcodeSuccess {
+		return fmt.Errorf("SOA query: %s", dns.RcodeToString[r.Rcode])
 	}
-	var total int64
-	for pid, t := range ticks {
-		for p := pid; p > 1; p = parent[p] {
-			if p == root {
-				total += t
-				break
-			}
-		}
-	}
-	return total, nil
+	return nil
 }
-
-const clkTck = 100 // sysconf(_SC_CLK_TCK) on Linux
 
 var (
 	reQPS  = regexp.MustCompile(`Queries per second:\s+([\d.]+)`)
@@ -414,7 +348,7 @@ func measure(s *server, mode, queries string, o options, profile bool) (result, 
 		prof = exec.Command("curl", "-s", "-o", o.profile, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.admin, max(1, secs-1)))
 		_ = prof.Start()
 	}
-	t0, err := cpuTicks(s.cmd.Process.Pid)
+	u0, err := benchkit.TreeUsage(s.pid())
 	if err != nil {
 		return r, err
 	}
@@ -424,7 +358,7 @@ func measure(s *server, mode, queries string, o options, profile bool) (result, 
 	if err != nil {
 		return r, fmt.Errorf("dnsperf: %v\n%s", err, out)
 	}
-	t1, _ := cpuTicks(s.cmd.Process.Pid)
+	u1, _ := benchkit.TreeUsage(s.pid())
 	if prof != nil {
 		_ = prof.Wait()
 	}
@@ -436,7 +370,7 @@ func measure(s *server, mode, queries string, o options, profile bool) (result, 
 		os.Stderr.Write(out)
 	}
 	if r.answered > 0 {
-		r.cpuPerQ = float64(t1-t0) * 1e6 / clkTck / float64(r.answered)
+		r.cpuPerQ = float64((u1.CPU - u0.CPU).Microseconds()) / float64(r.answered)
 	}
 	if o.latQPS > 0 {
 		r.p50, r.p99, err = latency(ctx, base, o.latQPS)
@@ -542,31 +476,30 @@ func report(rs []result, o options) {
 
 // loadTest loads a zone of o.big records into dnsd and reports the time
 // to the first answer and the resident memory.
-func loadTest(o options, dir string) (*benchkit.Case, error) {
+func loadTest(procs *benchkit.Procs, o options, dir string) (*benchkit.Case, error) {
 	p := filepath.Join(dir, "big.zone")
 	if err := genZone(p, "example.bench.", o.big); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "loading %d records into dnsd ...\n", o.big)
-	s, err := startServer("dnsd", o, dir, p)
+	s, err := startServer(procs, "dnsd", o, dir, p)
 	if err != nil {
 		return nil, err
 	}
-	defer s.stop()
+	defer s.proc.Stop()
 	load := time.Since(s.started)
-	ticks, _ := cpuTicks(s.cmd.Process.Pid)
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	u, err := benchkit.TreeUsage(s.pid())
+	if err != nil {
+		return nil, err
+	}
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.pid()))
 	rss := ""
 	for _, l := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "VmHWM:") {
 			rss += strings.Join(strings.Fields(l), " ") + "  "
 		}
 	}
-	fmt.Printf("\nload test: %d records loaded and answering after %v wall, %v CPU; %s\n", o.big, load.Round(10*time.Millisecond), time.Duration(ticks)*time.Second/clkTck, rss)
-	u, err := benchkit.TreeUsage(s.cmd.Process.Pid)
-	if err != nil {
-		return nil, err
-	}
+	fmt.Printf("\nload test: %d records loaded and answering after %v wall, %v CPU; %s\n", o.big, load.Round(10*time.Millisecond), u.CPU, rss)
 	c := &benchkit.Case{Name: fmt.Sprintf("zone of %d records: load time and memory (targets: < 10 s, < 1 GiB)", o.big),
 		Metrics:  []benchkit.Metric{{Key: "load_s", Name: "seconds until answering"}, benchkit.MetricRSS},
 		Subjects: []*benchkit.Subject{{Name: "dnsd", Ours: true, Samples: []map[string]float64{{"load_s": load.Seconds(), benchkit.MetricRSS.Key: float64(u.RSS) / (1 << 20)}}}}}
