@@ -10,9 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"log/slog"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -21,8 +19,7 @@ import (
 	"time"
 
 	"github.com/edgestack/edgestack/certs/manager"
-	"github.com/edgestack/edgestack/internal/admin"
-	"github.com/edgestack/edgestack/internal/app"
+	"github.com/edgestack/edgestack/internal/apptest"
 	"github.com/edgestack/edgestack/internal/ctl"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
@@ -50,31 +47,8 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.DiscardHandler)
-	reg := prometheus.NewRegistry()
-	adm, err := admin.New(cfg.Admin, admin.Options{Logger: logger, Gatherer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = adm.Serve(ln) }()
-	svc, err := newService(app.Deps{Logger: logger, Registry: reg, Admin: adm, Fail: func(error) {}}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = svc.Shutdown(ctx)
-		_ = adm.Shutdown(ctx)
-	})
-	return &apiEnv{t: t, base: "http://" + ln.Addr().String(), reg: reg, svc: svc}
+	d := apptest.StartInProcess(t, "certd", cfg, newService, apptest.Options{Fail: func(error) {}})
+	return &apiEnv{t: t, base: d.AdminURL, reg: d.Registry, svc: d.Service}
 }
 
 // ctl runs "edgectl certs args..." and returns exit code and output.

@@ -1,16 +1,13 @@
 package dnsserver
 
 import (
-	"context"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/edgestack/edgestack/internal/admin"
-	"github.com/edgestack/edgestack/internal/app"
+	"github.com/edgestack/edgestack/internal/apptest"
 	"github.com/edgestack/edgestack/internal/config"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,35 +29,12 @@ func start(t testing.TB, cfg *Config) *testServer {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	reg := prometheus.NewRegistry()
-	adm, err := admin.New(cfg.Admin, admin.Options{Logger: slog.New(slog.DiscardHandler), Gatherer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.DiscardHandler)
+	var opts apptest.Options
 	if os.Getenv("DNSD_TEST_LOG") != "" {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	deps := app.Deps{Logger: logger, Registry: reg, Admin: adm, Info: app.Info{Name: "dnsd"}, Fail: func(err error) { t.Errorf("fatal: %v", err) }}
-	svc, err := newService(deps, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = adm.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = adm.Shutdown(ctx)
-		_ = svc.Shutdown(ctx)
-	})
-	return &testServer{Service: svc, adminURL: "http://" + ln.Addr().String(), reg: reg}
+	d := apptest.StartInProcess(t, "dnsd", cfg, newService, opts)
+	return &testServer{Service: d.Service, adminURL: d.AdminURL, reg: d.Registry}
 }
 
 // testConfig is a config listening on a free loopback port serving the

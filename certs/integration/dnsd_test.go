@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,9 +14,7 @@ import (
 	"github.com/edgestack/edgestack/certs/manager"
 	"github.com/edgestack/edgestack/certs/pebbletest"
 	dnsserver "github.com/edgestack/edgestack/dns"
-	"github.com/edgestack/edgestack/internal/admin"
-	"github.com/edgestack/edgestack/internal/app"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/edgestack/edgestack/internal/apptest"
 )
 
 const token = "dnsd-token"
@@ -32,31 +29,8 @@ func startDNSD(t *testing.T, zone string) (dnsAddr, adminURL string) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	logger := slog.New(slog.DiscardHandler)
-	adm, err := admin.New(cfg.Admin, admin.Options{Logger: logger, Gatherer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := dnsserver.NewService(app.Deps{Logger: logger, Registry: reg, Admin: adm, Info: app.Info{Name: "dnsd"}, Fail: func(err error) { t.Errorf("dnsd: %v", err) }}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = adm.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = adm.Shutdown(ctx)
-		_ = svc.Shutdown(ctx)
-	})
-	adminURL = "http://" + ln.Addr().String()
+	d := apptest.StartInProcess(t, "dnsd", cfg, dnsserver.NewService, apptest.Options{})
+	adminURL = d.AdminURL
 	body, _ := json.Marshal(map[string]any{"name": zone, "soa_email": "hostmaster." + zone, "nameservers": []string{"ns1." + zone}})
 	req, _ := http.NewRequest(http.MethodPost, adminURL+"/v1/zones", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -69,7 +43,7 @@ func startDNSD(t *testing.T, zone string) (dnsAddr, adminURL string) {
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
 		t.Fatalf("create zone: %s", resp.Status)
 	}
-	return svc.(interface{ Addr() string }).Addr(), adminURL
+	return d.Service.(interface{ Addr() string }).Addr(), adminURL
 }
 
 func rrsets(t *testing.T, adminURL, zone string) string {
