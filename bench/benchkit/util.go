@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"text/template"
 	"time"
 )
@@ -85,6 +86,32 @@ func Wrk(ctx context.Context, url string, d time.Duration, threads, conns int, s
 		return Load{}, before, after, err
 	}
 	l, err := ParseWrk(string(out))
+	return l, before, after, err
+}
+
+// H2Load runs h2load against an https url for d with the given threads,
+// connections and concurrent streams per connection, checks that HTTP/2
+// was negotiated, and measures the servers' usage around it.
+func H2Load(ctx context.Context, url string, d time.Duration, threads, conns, streams int, servers ...*Proc) (Load, Usage, Usage, error) {
+	before, err := Usages(servers...)
+	if err != nil {
+		return Load{}, Usage{}, Usage{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "h2load", fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", conns), fmt.Sprintf("-m%d", streams),
+		"-D", strconv.Itoa(max(1, int(d.Seconds()))), url).CombinedOutput()
+	if err != nil {
+		return Load{}, before, before, fmt.Errorf("h2load: %v\n%s", err, out)
+	}
+	after, err := Usages(servers...)
+	if err != nil {
+		return Load{}, before, after, err
+	}
+	if !bytes.Contains(out, []byte("Application protocol: h2")) {
+		return Load{}, before, after, fmt.Errorf("h2load: HTTP/2 not negotiated:\n%s", tail(string(out), 1000))
+	}
+	l, err := ParseH2Load(string(out))
 	return l, before, after, err
 }
 

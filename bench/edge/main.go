@@ -38,6 +38,7 @@ func main() {
 	resultsDir := flag.String("results", "bench/edge/results", "folder for the JSON results")
 	reportDir := flag.String("report", "bench/edge/results", "folder for the Markdown report and plots")
 	peers := flag.String("peers", "bench/peers", "folder holding the peer configs")
+	h2 := flag.Bool("h2", true, "also measure HTTPS + HTTP/2 hits of the smallest size with h2load (edged and nginx; Varnish has no TLS)")
 	memory := flag.Int("memory", 0, "instead: memory run with this cache budget in MiB (4x the budget in distinct 16 KiB objects)")
 	flag.Parse()
 	if *memory > 0 {
@@ -47,19 +48,20 @@ func main() {
 		}
 		return
 	}
-	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers); err != nil {
+	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers, *h2); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/edge:", err)
 		os.Exit(1)
 	}
 }
 
 type server struct {
-	name string
-	port string
-	proc *benchkit.Proc
+	name  string
+	port  string
+	https string // TLS port; "" when the subject has none
+	proc  *benchkit.Proc
 }
 
-func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string) error {
+func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string, h2 bool) error {
 	if duration > time.Minute || rounds > 20 {
 		return fmt.Errorf("keep runs bounded: -duration <= 1m, -rounds <= 20")
 	}
@@ -114,6 +116,14 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 		}
 	}
 	use := func(name string) bool { return len(want) == 0 || want[name] }
+	if _, err := exec.LookPath("h2load"); h2 && err != nil {
+		fmt.Println("h2load not installed: HTTPS + HTTP/2 case skipped")
+		h2 = false
+	}
+	certFile, keyFile, _, err := benchkit.WriteSelfSigned(work)
+	if err != nil {
+		return err
+	}
 	versions := map[string]string{}
 	var servers []*server
 
@@ -125,17 +135,18 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 				return fmt.Errorf("build edged: %v\n%s", err, out)
 			}
 		}
-		port, admin := benchkit.FreePort(), benchkit.FreePort()
+		port, admin, https := benchkit.FreePort(), benchkit.FreePort(), benchkit.FreePort()
 		cfg := filepath.Join(work, "edged.yaml")
 		if err := benchkit.Render(filepath.Join(peersDir, "edge-edged.yaml"), cfg, map[string]string{
-			"Listen": "127.0.0.1:" + port, "Admin": "127.0.0.1:" + admin, "Origin": origin}); err != nil {
+			"Listen": "127.0.0.1:" + port, "Admin": "127.0.0.1:" + admin, "Origin": origin,
+			"HTTPS": "127.0.0.1:" + https, "CertFile": certFile, "KeyFile": keyFile}); err != nil {
 			return err
 		}
 		p, err := procs.Start("edged", []string{edgedBin, "run", "-config", cfg}, work, nil)
 		if err != nil {
 			return err
 		}
-		servers = append(servers, &server{"edged", port, p})
+		servers = append(servers, &server{"edged", port, https, p})
 		versions["edged"] = benchkit.Version(edgedBin, "version")
 	}
 	if use("varnish") {
@@ -150,7 +161,7 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 			if err != nil {
 				return err
 			}
-			servers = append(servers, &server{"varnish", port, p})
+			servers = append(servers, &server{"varnish", port, "", p})
 			versions["varnish"] = benchkit.Version(path, "-V")
 		} else {
 			fmt.Println("varnishd not installed: skipped")
@@ -158,20 +169,21 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 	}
 	if use("nginx") {
 		if path, err := exec.LookPath("nginx"); err == nil {
-			port := benchkit.FreePort()
+			port, https := benchkit.FreePort(), benchkit.FreePort()
 			dir := filepath.Join(work, "nginx")
 			for _, d := range []string{"cache", "tmp", "body", "fcgi", "uwsgi", "scgi", "logs"} {
 				_ = os.MkdirAll(filepath.Join(dir, d), 0o755)
 			}
 			conf := filepath.Join(dir, "nginx.conf")
-			if err := benchkit.Render(filepath.Join(peersDir, "edge-nginx.conf"), conf, map[string]string{"Dir": dir, "Listen": "127.0.0.1:" + port, "Origin": origin}); err != nil {
+			if err := benchkit.Render(filepath.Join(peersDir, "edge-nginx.conf"), conf, map[string]string{"Dir": dir, "Listen": "127.0.0.1:" + port, "Origin": origin,
+				"HTTPS": "127.0.0.1:" + https, "CertFile": certFile, "KeyFile": keyFile}); err != nil {
 				return err
 			}
 			p, err := procs.Start("nginx", []string{path, "-p", dir, "-c", conf}, dir, nil)
 			if err != nil {
 				return err
 			}
-			servers = append(servers, &server{"nginx", port, p})
+			servers = append(servers, &server{"nginx", port, https, p})
 			versions["nginx"] = benchkit.Version(path, "-v")
 		} else {
 			fmt.Println("nginx not installed: skipped")
@@ -179,14 +191,7 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 	}
 	versions["wrk"] = benchkit.Version("wrk", "--version")
 	for _, s := range servers {
-		addr := "127.0.0.1:" + s.port
-		if err := benchkit.WaitTCP(ctx, s.proc, func() error {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err
-		}, 20*time.Second); err != nil {
+		if err := benchkit.WaitDial(ctx, s.proc, "127.0.0.1:"+s.port, 20*time.Second); err != nil {
 			return err
 		}
 	}
@@ -214,21 +219,34 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 		suite.Cases = append(suite.Cases, c)
 		err := benchkit.Alternate(ctx, os.Stdout, "edge", c, rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
 			s := byName[sub.Name]
-			pid := s.proc.Cmd.Process.Pid
-			before, err := benchkit.TreeUsage(pid)
+			l, before, after, err := benchkit.Wrk(ctx, "http://127.0.0.1:"+s.port+path, duration, threads, conns, s.proc)
 			if err != nil {
 				return nil, err
 			}
-			out, err := exec.CommandContext(ctx, "wrk", "-t"+strconv.Itoa(threads), "-c"+strconv.Itoa(conns),
-				"-d"+duration.String(), "--latency", "http://127.0.0.1:"+s.port+path).CombinedOutput()
-			if err != nil {
-				return nil, fmt.Errorf("wrk: %v\n%s", err, out)
+			return benchkit.Sample(l, before, after, benchkit.MetricRPS.Key), nil
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+	if h2 && len(sizes) > 0 {
+		n := sizes[0]
+		path := "/obj-" + strconv.Itoa(n)
+		c := &benchkit.Case{Name: "HTTPS + HTTP/2 cache hit " + sizeName(n), Metrics: []benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricMean, benchkit.MetricErrors, benchkit.MetricRSS}}
+		byName := map[string]*server{}
+		for _, s := range servers {
+			sub := &benchkit.Subject{Name: s.name, Ours: s.name == "edged"}
+			if s.https == "" {
+				sub.Skipped = "no TLS listener (Varnish needs a TLS proxy such as hitch in front)"
 			}
-			after, err := benchkit.TreeUsage(pid)
-			if err != nil {
-				return nil, err
-			}
-			l, err := benchkit.ParseWrk(string(out))
+			c.Subjects = append(c.Subjects, sub)
+			byName[s.name] = s
+		}
+		suite.Cases = append(suite.Cases, c)
+		suite.Notes = append(suite.Notes, fmt.Sprintf("HTTPS + HTTP/2: h2load -t%d -c%d -m10 over TLS 1.3 (self-signed P-256 certificate), same object, already cached.", threads, max(conns/2, 2)))
+		err := benchkit.Alternate(ctx, os.Stdout, "edge", c, rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
+			s := byName[sub.Name]
+			l, before, after, err := benchkit.H2Load(ctx, "https://127.0.0.1:"+s.https+path, duration, threads, max(conns/2, 2), 10, s.proc)
 			if err != nil {
 				return nil, err
 			}

@@ -23,18 +23,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -118,7 +111,7 @@ func run(o opts) error {
 		}
 		tcpB = append(tcpB, t)
 	}
-	certFile, keyFile, pemFile, err := writeCert(work)
+	certFile, keyFile, pemFile, err := benchkit.WriteSelfSigned(work)
 	if err != nil {
 		return err
 	}
@@ -297,15 +290,8 @@ func run(o opts) error {
 		errs = append(errs, benchkit.Alternate(ctx, os.Stdout, "lb", c, o.rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
 			s := byName[sub.Name]
 			return measure(ctx, s, func() (benchkit.Load, error) {
-				secs := strconv.Itoa(int(o.duration.Seconds()))
-				out, err := exec.CommandContext(ctx, "h2load", "-t"+strconv.Itoa(o.threads), "-c"+strconv.Itoa(max(o.conns/2, 2)), "-m10", "-D", secs, "https://"+s.https+"/").CombinedOutput()
-				if err != nil {
-					return benchkit.Load{}, fmt.Errorf("h2load: %v\n%s", err, out)
-				}
-				if !bytes.Contains(out, []byte("Application protocol: h2")) {
-					return benchkit.Load{}, fmt.Errorf("h2 not negotiated:\n%s", out)
-				}
-				return benchkit.ParseH2Load(string(out))
+				l, _, _, err := benchkit.H2Load(ctx, "https://"+s.https+"/", o.duration, o.threads, max(o.conns/2, 2), 10)
+				return l, err
 			})
 		}))
 	}
@@ -552,33 +538,6 @@ func warm(url string) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("warm %s: no 200 with 1 KiB", url)
-}
-
-func writeCert(dir string) (certFile, keyFile, pemFile string, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return
-	}
-	c := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	k := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-	certFile, keyFile, pemFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "both.pem")
-	for p, b := range map[string][]byte{certFile: c, keyFile: k, pemFile: append(append([]byte{}, c...), k...)} {
-		if err = os.WriteFile(p, b, 0o600); err != nil {
-			return
-		}
-	}
-	return
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -34,7 +34,7 @@ var suites = []struct {
 	debs      []string
 }{
 	{"dns", "./bench/dns", []string{"nsd", "knot", "dnsperf"}},
-	{"edge", "./bench/edge", []string{"varnish", "nginx", "wrk"}},
+	{"edge", "./bench/edge", []string{"varnish", "nginx", "wrk", "nghttp2-client"}},
 	{"lb", "./bench/lb", []string{"haproxy", "nginx", "libnginx-mod-stream", "wrk", "nghttp2-client"}},
 	{"certs", "./bench/certs", []string{"nginx", "nghttp2-client"}},
 	// stack also runs the failover and memory suites.
