@@ -77,8 +77,10 @@ type CacheConfig struct {
 	// MaxSize is the memory budget for cached objects, counted in real
 	// bytes (body + headers + ~512 B overhead each). Default: 256MiB.
 	MaxSize Size `yaml:"max_size"`
-	// MaxObjectSize: larger responses are streamed through uncached.
-	// Default: 16MiB.
+	// MaxObjectSize: larger responses are streamed through uncached; for
+	// a while after (a small marker in the cache) GET/HEAD requests for
+	// them pass to the origin with their Range and conditionals (see
+	// README, "Ranges"). Default: 16MiB.
 	MaxObjectSize Size `yaml:"max_object_size"`
 	// SendfileMinSize: cached bodies at least this large also get a copy
 	// in an anonymous memory file so plain-HTTP hits are sent with

@@ -31,6 +31,8 @@ type fillResult struct {
 	private bool
 	pass    bool           // (waiters) fetch on your own
 	stream  *http.Response // (leader) too large to cache: stream it
+	have    int64          // bytes of stream's body already read (unknown lengths)
+	large   bool           // (waiters) too large to cache: pass through
 	stored  bool
 	leader  bool
 
@@ -57,7 +59,10 @@ func (h *Handler) fill(st *reqState, key2 string, stale *cache.Entry) fillResult
 		}
 		res := c.res
 		res.leader = false
-		if res.stream != nil || res.private {
+		if res.stream != nil {
+			return fillResult{large: true}
+		}
+		if res.private {
 			return fillResult{pass: true}
 		}
 		if res.e != nil && len(res.e.Vary) > 0 && varyKey(st.key, res.e.Vary, st.r) != res.key {
@@ -85,9 +90,10 @@ func (h *Handler) fill(st *reqState, key2 string, stale *cache.Entry) fillResult
 		}
 		h.mu.Unlock()
 	}
-	if res.stored {
-		// Keep the finished call visible until the Set is applied, so no
-		// request falls between "no longer in flight" and "in the store".
+	if res.stored || res.stream != nil {
+		// Keep the finished call visible until the Set (of the entry or
+		// of the too-large marker) is applied, so no request falls
+		// between "no longer in flight" and "in the store".
 		go func() {
 			h.store.Wait()
 			forget()
@@ -103,6 +109,9 @@ func (h *Handler) fill(st *reqState, key2 string, stale *cache.Entry) fillResult
 func (c *call) finishedStale(now time.Time) bool {
 	select {
 	case <-c.done:
+		if c.res.stream != nil {
+			return false // too large: joiners pass through until the marker lands
+		}
 		return c.res.e == nil || c.res.e.Age(now) >= c.res.e.Fresh
 	default:
 		return false
@@ -148,7 +157,7 @@ func (h *Handler) doFill(st *reqState, key2 string, stale *cache.Entry) fillResu
 	limit := st.s.maxObject
 	if resp.ContentLength > limit {
 		h.m.streamed.Inc()
-		h.markHitForMiss(st)
+		h.markTooLarge(st, resp.Header, seq)
 		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 		res.stream = resp
 		return res
@@ -156,12 +165,12 @@ func (h *Handler) doFill(st *reqState, key2 string, stale *cache.Entry) fillResu
 	body, over, err := readBody(resp.Body, resp.ContentLength, limit)
 	if over {
 		h.m.streamed.Inc()
-		h.markHitForMiss(st)
+		h.markTooLarge(st, resp.Header, seq)
 		resp.Body = &cancelBody{ReadCloser: struct {
 			io.Reader
 			io.Closer
 		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}, cancel: cancel}
-		res.stream = resp
+		res.stream, res.have = resp, int64(len(body))
 		return res
 	}
 	resp.Body.Close()
@@ -205,6 +214,30 @@ func (h *Handler) put(st *reqState, e *cache.Entry) string {
 	k2 := varyKey(st.key, e.Vary, st.r)
 	h.store.Set(k2, e)
 	return k2
+}
+
+// tooLargeStatus (413 Content Too Large) in a hit-for-miss marker says
+// the response was too large to cache, not merely unshareable: requests
+// for the key then pass to the origin with their Range and conditionals
+// (passLarge) instead of fetching whole objects.
+const tooLargeStatus = http.StatusRequestEntityTooLarge
+
+// tooLargeTTL is how long a too-large marker lives; pass-through answers
+// that still show a large object renew it (noteLength).
+const tooLargeTTL = 2 * time.Minute
+
+func isTooLarge(e *cache.Entry) bool { return e.HitForMiss && e.Status == tooLargeStatus }
+
+// markTooLarge leaves a too-large marker under the request's key; seq is
+// taken when the origin request started. The marker is an ordinary small
+// entry: bounded by the cache budget, removed by invalidations of the
+// path, host or the response's tags.
+func (h *Handler) markTooLarge(st *reqState, hdr http.Header, seq uint64) {
+	h.store.Set(st.key, &cache.Entry{
+		HitForMiss: true, Status: tooLargeStatus, ResponseTime: time.Now(), Keep: tooLargeTTL, NoStale: true,
+		Seq: seq, Dist: st.b.d.name, Host: strings.ToLower(st.r.Host), Path: st.r.URL.Path,
+		Tags: cache.ParseTags(hdr),
+	})
 }
 
 func (h *Handler) markHitForMiss(st *reqState) {
@@ -368,6 +401,8 @@ func (h *Handler) revalidateAsync(st *reqState, key2 string, e *cache.Entry) {
 	h.bg.Add(1)
 	go func() {
 		defer h.bg.Done()
-		h.fill(&sub, key2, e)
+		if res := h.fill(&sub, key2, e); res.stream != nil {
+			res.stream.Body.Close() // grew too large: nobody to stream it to
+		}
 	}()
 }

@@ -191,6 +191,10 @@ func (h *Handler) cached(w http.ResponseWriter, st *reqState) {
 		h.fetchAndServe(w, st, e, key2)
 		return
 	}
+	if e != nil && isTooLarge(e) {
+		h.passLarge(w, st, e)
+		return
+	}
 	// A miss, or a hit-for-miss marker (fetched without coalescing).
 	h.fetchAndServe(w, st, e, key2)
 }
@@ -254,8 +258,14 @@ func (h *Handler) fetchAndServe(w http.ResponseWriter, st *reqState, stale *cach
 	case res.pass:
 		h.pass(w, st, false)
 		return
+	case res.large:
+		h.passLarge(w, st, nil)
+		return
 	case res.stream != nil:
-		h.stream(w, st, res.stream)
+		// Too large to cache: the origin sent the whole object, so the
+		// viewer's Range and conditionals are applied here.
+		st.upAddr, st.upDur = res.upAddr, res.upDur
+		h.stream(w, st, res.stream, localAnswer(st.r, res.stream, res.have))
 		return
 	}
 	e := res.e

@@ -61,7 +61,7 @@ func newMetrics(reg prometheus.Registerer, store *cache.Store) *metrics {
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "invalidations_total",
 			Help: "Invalidation patterns and tags applied."}),
 		streamed: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "uncached_large_objects_total",
-			Help: "Responses larger than cache.max_object_size streamed through uncached."}),
+			Help: "Responses for objects larger than cache.max_object_size streamed through uncached (the fill that found one too large, and the pass-throughs after)."}),
 	}
 	reg.MustRegister(m.requests, m.bytes, m.originDur, m.originErr, m.coalesced, m.invalid, m.streamed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ns + "cache_bytes", Help: "Bytes held by cached objects."},

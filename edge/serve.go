@@ -121,6 +121,9 @@ func (h *Handler) errorPage(w http.ResponseWriter, st *reqState, er errorRespons
 	e, key2 := h.lookup(sub.key, r2)
 	if e == nil || e.HitForMiss || e.Age(st.now) >= e.Fresh {
 		res := h.fill(sub, key2, e)
+		if res.stream != nil {
+			res.stream.Body.Close() // too large for an error page
+		}
 		if res.err != nil || res.e == nil {
 			return false
 		}
@@ -166,26 +169,10 @@ func (h *Handler) pass(w http.ResponseWriter, st *reqState, invalidate bool) {
 		h.refuse(w, st, b.d, http.StatusRequestEntityTooLarge, "request body larger than limits.max_body_size")
 		return
 	}
-	req := h.originRequest(r.Context(), st, r.Method, true)
-	start := time.Now()
-	resp, err := b.origin.RoundTrip(req)
-	st.upAddr, st.upDur = b.origin.Name(), time.Since(start)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			h.refuse(w, st, b.d, http.StatusRequestEntityTooLarge, "request body larger than limits.max_body_size")
-			return
-		}
-		code := http.StatusBadGateway
-		var ne net.Error
-		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-			code = http.StatusGatewayTimeout
-		}
-		h.log.Warn("origin request failed", "distribution", b.d.name, "method", r.Method, "path", r.URL.Path, "err", err)
-		h.errorResponse(w, st, code, "origin unreachable or failed")
+	resp := h.passRoundTrip(w, st, h.originRequest(r.Context(), st, r.Method, true))
+	if resp == nil {
 		return
 	}
-	st.upStatus = resp.StatusCode
 	if invalidate && resp.StatusCode < 400 {
 		bans := []cache.Ban{{Dist: b.d.name, Path: r.URL.Path}}
 		for _, f := range []string{"Location", "Content-Location"} {
@@ -196,41 +183,176 @@ func (h *Handler) pass(w http.ResponseWriter, st *reqState, invalidate bool) {
 		}
 		h.store.Invalidate(bans...)
 	}
-	h.stream(w, st, resp)
+	h.stream(w, st, resp, relay(resp))
 }
 
-// stream copies an origin response to the viewer unbuffered.
-func (h *Handler) stream(w http.ResponseWriter, st *reqState, resp *http.Response) {
-	defer resp.Body.Close()
+// passRoundTrip sends a pass-through request. When the origin gives no
+// response it answers the viewer (413, 502, 504) and returns nil.
+func (h *Handler) passRoundTrip(w http.ResponseWriter, st *reqState, req *http.Request) *http.Response {
+	r, b := st.r, st.b
+	start := time.Now()
+	resp, err := b.origin.RoundTrip(req)
+	st.upAddr, st.upDur = b.origin.Name(), time.Since(start)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			h.refuse(w, st, b.d, http.StatusRequestEntityTooLarge, "request body larger than limits.max_body_size")
+			return nil
+		}
+		code := http.StatusBadGateway
+		var ne net.Error
+		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+			code = http.StatusGatewayTimeout
+		}
+		h.log.Warn("origin request failed", "distribution", b.d.name, "method", r.Method, "path", r.URL.Path, "err", err)
+		h.errorResponse(w, st, code, "origin unreachable or failed")
+		return nil
+	}
+	st.upStatus = resp.StatusCode
+	return resp
+}
+
+// passFields are the viewer fields a pass-through of a too-large object
+// forwards besides the cache key's parts: the origin answers Range
+// (206/416) and the conditionals (304/412) itself.
+var passFields = [...]string{"Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"}
+
+// passLarge forwards a GET or HEAD for an object too large to cache
+// straight to the origin (no coalescing: each viewer wants its own
+// range), with the cache key's parts plus passFields, and relays the
+// answer uncached. marker is the too-large marker that sent it here (nil
+// for requests that joined the fill which found the object too large).
+func (h *Handler) passLarge(w http.ResponseWriter, st *reqState, marker *cache.Entry) {
+	r := st.r
+	st.status = stPass
+	req := h.originRequest(r.Context(), st, r.Method, false)
+	for _, k := range passFields {
+		if vs, ok := r.Header[k]; ok {
+			req.Header[k] = vs
+		}
+	}
+	seq := h.store.Seq()
+	resp := h.passRoundTrip(w, st, req)
+	if resp == nil {
+		return
+	}
+	h.m.streamed.Inc()
+	if marker != nil {
+		h.noteLength(st, marker, resp, seq)
+	}
+	h.stream(w, st, resp, relay(resp))
+}
+
+// noteLength renews the too-large marker (past half its life) while
+// pass-through answers still show a large object, so busy objects are
+// not fetched whole again, and drops it once an answer shows the object
+// now fits, so the next request fills the cache.
+func (h *Handler) noteLength(st *reqState, marker *cache.Entry, resp *http.Response, seq uint64) {
+	size := int64(-1)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		size = resp.ContentLength
+	case http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable:
+		size = contentRangeLength(resp.Header.Get("Content-Range"))
+	}
+	switch {
+	case size < 0:
+	case size > st.s.maxObject:
+		if marker.Age(time.Now()) > tooLargeTTL/2 {
+			h.markTooLarge(st, resp.Header, seq)
+		}
+	default:
+		if cur, ok := h.store.Get(st.key); ok && cur == marker {
+			h.store.Del(st.key)
+		}
+	}
+}
+
+// stream copies an origin response to the viewer unbuffered, answering
+// as a says (relay(resp): as it is).
+func (h *Handler) stream(w http.ResponseWriter, st *reqState, resp *http.Response, a answer) {
+	defer resp.Body.Close() // also ends the origin request early after a range
 	b := st.b
 	if st.status != stPass {
 		st.status = stMiss
 	}
 	st.upStatus = resp.StatusCode
+	if a.start > 0 {
+		// Skip before the headers go out, so an origin failure can still
+		// be answered; stop if the viewer leaves (fills run on the edge's
+		// context, not the viewer's).
+		n, err := io.CopyN(io.Discard, ctxReader{st.r.Context(), resp.Body}, a.start)
+		st.upBytes = n
+		if err != nil {
+			if st.r.Context().Err() == nil {
+				h.log.Warn("origin body failed before the requested range", "distribution", b.d.name, "path", st.r.URL.Path, "err", err)
+			}
+			h.errorResponse(w, st, http.StatusBadGateway, "origin body ended before the requested range")
+			return
+		}
+	}
 	hdr := w.Header()
 	for k, vs := range cache.StoredHeader(resp.Header) {
 		hdr[k] = vs
 	}
 	delete(hdr, "Surrogate-Key")
 	delete(hdr, "Surrogate-Control")
+	switch a.code {
+	case http.StatusPartialContent:
+		if a.contentRange != "" {
+			hdr["Content-Range"] = []string{a.contentRange}
+			hdr["Content-Length"] = []string{strconv.FormatInt(a.n, 10)}
+		}
+	case http.StatusNotModified:
+		delete(hdr, "Content-Length")
+		delete(hdr, "Content-Type")
+		delete(hdr, "Content-Encoding")
+	case http.StatusRequestedRangeNotSatisfiable:
+		if a.contentRange != "" {
+			hdr["Content-Range"] = []string{a.contentRange}
+			hdr["Content-Length"] = []string{"0"}
+			delete(hdr, "Content-Type")
+			delete(hdr, "Content-Encoding")
+		}
+	}
 	for _, f := range b.headers {
 		hdr[f.key] = f.value
 	}
 	hdr["X-Cache"] = xcache[st.status]
 	b.d.counters[st.status].Inc()
-	w.WriteHeader(resp.StatusCode)
-	st.code = resp.StatusCode
-	if st.r.Method == http.MethodHead {
-		return
+	w.WriteHeader(a.code)
+	st.code = a.code
+	if st.r.Method == http.MethodHead || (a.code != resp.StatusCode && a.code != http.StatusPartialContent) {
+		return // HEAD, or a 304/416 made here: no body
 	}
-	n, err := io.Copy(w, resp.Body)
-	st.bytes, st.upBytes = n, n
+	var n int64
+	var err error
+	if a.n >= 0 {
+		n, err = io.CopyN(w, resp.Body, a.n)
+	} else {
+		n, err = io.Copy(w, resp.Body)
+	}
+	st.bytes = n
+	st.upBytes += n
 	b.d.bytes.Add(float64(n))
 	if err != nil {
 		// Headers are gone: abort so the viewer sees a truncated
 		// response rather than a clean end.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // negotiate picks br or gzip from Accept-Encoding ("" for identity).
