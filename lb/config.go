@@ -40,8 +40,8 @@ type Config struct {
 	// and tls listeners with tls.certd) and ACME HTTP-01 challenges (http
 	// listeners with acme_http01). Static; changes need a restart.
 	CertStore CertStoreConfig `yaml:"cert_store"`
-	// AccessLog writes one line per HTTP request (L4 connections are
-	// counted in metrics, not logged).
+	// AccessLog writes one line per HTTP request, per finished L4
+	// connection and per ended UDP flow.
 	AccessLog AccessLogConfig `yaml:"access_log"`
 }
 

@@ -405,7 +405,7 @@ func (s *Service) bind(l *listener) error {
 			}
 		}
 		opts := l4.Options{Listener: ln, Name: lc.Name, Protocol: lc.Protocol, Listen: lc.Listen, Passthrough: lc.TLSMode == "passthrough",
-			MaxConnections: lc.MaxConnections, Active: active, Metrics: s.l4m, Logger: s.log.With("listener", lc.Name)}
+			MaxConnections: lc.MaxConnections, Active: active, Metrics: s.l4m, Logger: s.log.With("listener", lc.Name), AccessLog: s.alog}
 		if lc.Protocol == ProtoTLS && lc.TLSMode == "terminate" {
 			opts.TLS = s.tlsConfig(l)
 		}

@@ -9,11 +9,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -255,5 +258,113 @@ listeners:
 	code, _, hdr := get(t, client, h.url("public")+"/page", "Host", "chal.test")
 	if code != 301 || hdr.Get("Location") != "https://chal.test/page" {
 		t.Errorf("other path: %d %q", code, hdr.Get("Location"))
+	}
+}
+
+// TestHTTP2Trailers relays trailers between HTTP/2 clients and HTTP/1.1
+// targets: a chunked response's trailer section reaches the client
+// (announced or not) without the fields a trailer may not carry, and a
+// client's request trailers reach the target in a chunked body.
+func TestHTTP2Trailers(t *testing.T) {
+	dir := t.TempDir()
+	cp, kp, x := writeCert(t, dir, "h2", "h2.test")
+	responses := map[string]string{
+		"/declared": "Transfer-Encoding: chunked\r\nTrailer: X-Checksum, Content-Length\r\nTrailer: Grpc-Status\r\n\r\n" +
+			"4\r\nbody\r\n0\r\nX-Checksum: abc\r\nGrpc-Status: 0\r\nContent-Length: 99\r\nTransfer-Encoding: gzip\r\n" +
+			"Host: evil.test\r\nX-Forwarded-For: 6.6.6.6\r\nAuthorization: Basic eA==\r\nConnection: close\r\n\r\n",
+		"/undeclared": "Transfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\ngrpc-status: 0\r\ngrpc-message: fine\r\n\r\n",
+		"/none":       "Transfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n",
+	}
+	// A raw HTTP/1.1 target, so it can send trailers net/http would not;
+	// /upload answers with what it received.
+	target := rawServer(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body, err := io.ReadAll(req.Body) // fills req.Trailer
+			if err != nil {
+				return
+			}
+			if raw, ok := responses[req.URL.Path]; ok {
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"+raw)
+				continue
+			}
+			got := fmt.Sprintf("te=%s length=%d body=%s trailer=%v", strings.Join(req.TransferEncoding, ","), req.ContentLength, body, req.Trailer)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(got), got)
+		}
+	})
+	h := startLB(t, `
+admin:
+  listen: 127.0.0.1:0
+target_groups:
+  - name: raw
+    targets: [{address: "`+target+`"}]
+    health_check: {disabled: true}
+listeners:
+  - name: secure
+    protocol: https
+    listen: 127.0.0.1:0
+    tls:
+      certificates: [{cert_file: `+cp+`, key_file: `+kp+`}]
+    default_action: {forward: {target_group: raw}}
+`)
+	base := "https://" + strings.TrimPrefix(h.url("secure"), "http://")
+	pool := x509.NewCertPool()
+	pool.AddCert(x)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "h2.test"}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+
+	type tc struct {
+		name     string
+		method   string
+		path     string
+		body     io.Reader
+		length   int64
+		trailer  http.Header // request trailers
+		wantBody string
+		want     http.Header // response trailers
+	}
+	for _, c := range []tc{
+		{name: "announced trailers, forbidden ones dropped", method: "GET", path: "/declared", wantBody: "body",
+			want: http.Header{"X-Checksum": {"abc"}, "Grpc-Status": {"0"}}},
+		{name: "unannounced trailers", method: "GET", path: "/undeclared", wantBody: "body",
+			want: http.Header{"Grpc-Status": {"0"}, "Grpc-Message": {"fine"}}},
+		{name: "chunked without trailers", method: "GET", path: "/none", wantBody: "body", want: http.Header{}},
+		{name: "request trailers, unknown length", method: "POST", path: "/upload", body: strings.NewReader("hello"), length: -1,
+			trailer: http.Header{"X-Sum": {"s1"}}, wantBody: "te=chunked length=-1 body=hello trailer=map[X-Sum:[s1]]", want: http.Header{}},
+		{name: "request trailers switch a known length to chunked", method: "POST", path: "/upload", body: strings.NewReader("hello"), length: 5,
+			trailer: http.Header{"X-Sum": {"s2"}, "X-Other": {"o"}}, wantBody: "te=chunked length=-1 body=hello trailer=map[X-Other:[o] X-Sum:[s2]]", want: http.Header{}},
+		{name: "known length without trailers stays", method: "POST", path: "/upload", body: strings.NewReader("hello"), length: 5,
+			wantBody: "te= length=5 body=hello trailer=map[]", want: http.Header{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req, _ := http.NewRequest(c.method, base+c.path, c.body)
+			req.ContentLength = c.length
+			req.Trailer = c.trailer
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body) // trailers arrive after the body
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Proto != "HTTP/2.0" || resp.StatusCode != 200 || string(body) != c.wantBody {
+				t.Fatalf("%s %d %q, want HTTP/2.0 200 %q", resp.Proto, resp.StatusCode, body, c.wantBody)
+			}
+			got := resp.Trailer
+			if got == nil {
+				got = http.Header{}
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf("trailers %v, want %v", got, c.want)
+			}
+		})
 	}
 }

@@ -1,5 +1,6 @@
-// Package accesslog writes HTTP access logs in json, common or combined
-// format. Downstream (what the client got) and upstream (what the origin or
+// Package accesslog writes access logs in json, common or combined
+// format: one Entry per HTTP request, one Conn per L4 connection or UDP
+// flow. Downstream (what the client got) and upstream (what the origin or
 // target answered) status, size and duration are kept apart, so a cache hit
 // (no upstream) or a 502 (upstream failed) reads plainly.
 //
@@ -80,16 +81,19 @@ func (l *Logger) Log(e *Entry) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.buf[:0]
 	if l.format == "json" {
-		b = AppendJSON(b, e)
+		l.write(AppendJSON(l.buf[:0], e))
 	} else {
-		b = AppendCommon(b, e, l.format == "combined")
+		l.write(AppendCommon(l.buf[:0], e, l.format == "combined"))
 	}
+}
+
+// write ends the line in b (l.buf grown) and writes it; l.mu is held.
+func (l *Logger) write(b []byte) {
 	b = append(b, '\n')
 	_, _ = l.w.Write(b)
 	if cap(b) <= 64<<10 {
-		l.buf = b
+		l.buf = b // keep the buffer unless one huge entry grew it
 	}
 }
 

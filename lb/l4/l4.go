@@ -16,8 +16,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/lb/accept"
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
@@ -96,6 +98,9 @@ type Options struct {
 	Active         interface{ Add(float64) }
 	Metrics        *Metrics
 	Logger         *slog.Logger
+	// AccessLog, when set, gets one record per finished connection or
+	// UDP flow.
+	AccessLog *accesslog.Logger
 }
 
 // Server is a running L4 listener.
@@ -189,70 +194,133 @@ func (s *tcpServer) track(c net.Conn, add bool) bool {
 	return true
 }
 
+// Results name how a connection or flow ended (access log) or why it
+// got no target (metrics, access log).
+const (
+	ResultOK              = "ok"                 // both sides closed cleanly
+	ResultNoTarget        = "no_target"          // no route or no target to pick
+	ResultConnectFailed   = "connect_failed"     // every connect attempt failed
+	ResultBadClientHello  = "bad_client_hello"   // passthrough: not TLS
+	ResultTLSFailed       = "tls_failed"         // terminate: handshake failed
+	ResultIdleTimeout     = "idle_timeout"       // no traffic for idle_timeout
+	ResultClientReset     = "client_reset"       // the client reset or broke the connection
+	ResultTargetReset     = "target_reset"       // the target did
+	ResultShutdown        = "shutdown"           // closed by lbd (listener stopped)
+	ResultTargetUnreached = "target_unreachable" // udp: the target answered with ICMP unreachable
+)
+
+// status maps a result to the status nginx's stream module logs (200
+// once a target was connected), for CLF-shaped access-log lines.
+func status(result string) int {
+	switch result {
+	case ResultBadClientHello, ResultTLSFailed:
+		return 400
+	case ResultConnectFailed:
+		return 502
+	case ResultNoTarget:
+		return 503
+	}
+	return 200
+}
+
+// connRecord starts the access-log record of a client connection.
+func (o *Options) connRecord(proto string, client net.Addr, start time.Time) accesslog.Conn {
+	rec := accesslog.Conn{Time: start, Listener: o.Name, Proto: proto}
+	if ap, err := netip.ParseAddrPort(client.String()); err == nil {
+		rec.Remote, rec.RemotePort = ap.Addr().Unmap().String(), int(ap.Port())
+	}
+	return rec
+}
+
+// logConn finishes rec with result and writes it.
+func (o *Options) logConn(rec *accesslog.Conn, result string, end time.Time) {
+	if o.AccessLog == nil {
+		return
+	}
+	rec.Result, rec.Status, rec.Duration = result, status(result), end.Sub(rec.Time)
+	o.AccessLog.LogConn(rec)
+}
+
 func (s *tcpServer) count(group, result string) {
 	s.opts.Metrics.Conns.WithLabelValues(s.opts.Name, group, result).Inc()
 }
 
-// handle forwards one client connection.
+// handle forwards one client connection and logs it.
 func (s *tcpServer) handle(c net.Conn) {
 	defer c.Close()
+	rec := s.opts.connRecord(s.opts.Protocol, c.RemoteAddr(), time.Now())
+	result := s.forward(c, &rec)
+	s.opts.logConn(&rec, result, time.Now())
+}
+
+// forward serves one client connection, filling rec (SNI, target,
+// bytes), and returns how it ended.
+func (s *tcpServer) forward(c net.Conn, rec *accesslog.Conn) string {
 	routes := s.routes.Load()
 	if routes == nil {
-		return
+		return ResultNoTarget // not configured yet
 	}
 	var client net.Conn = c
-	var prefix []byte
-	sni := ""
+	var hello []byte
 	switch {
 	case s.opts.Protocol == "tls" && s.opts.Passthrough:
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		var err error
-		sni, prefix, err = PeekClientHello(c)
+		rec.SNI, hello, err = PeekClientHello(c)
 		_ = c.SetReadDeadline(time.Time{})
 		if err != nil {
-			s.count("", "bad_client_hello")
-			return
+			s.count("", ResultBadClientHello)
+			return ResultBadClientHello
 		}
 	case s.opts.Protocol == "tls":
 		tc := tls.Server(c, s.opts.TLS)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := tc.HandshakeContext(ctx)
 		cancel()
+		rec.SNI = tc.ConnectionState().ServerName // known once the ClientHello was read
 		if err != nil {
-			s.count("", "tls_failed")
-			return
+			s.count("", ResultTLSFailed)
+			return ResultTLSFailed
 		}
-		sni = tc.ConnectionState().ServerName
 		client = tc
 		defer tc.Close()
 	}
-	g := routes.group(sni)
+	g := routes.group(rec.SNI)
 	if g == nil {
-		s.count("", "no_target")
-		return
+		s.count("", ResultNoTarget)
+		return ResultNoTarget
 	}
+	rec.TargetGroup = g.Name
 	upstream, t := s.dial(g)
 	if upstream == nil {
-		s.count(g.Name, "connect_failed")
-		return
+		s.count(g.Name, ResultConnectFailed)
+		return ResultConnectFailed
 	}
+	rec.UpstreamAddr = t.Addr
 	release := t.Acquire()
 	defer release()
 	defer upstream.Close()
-	s.count(g.Name, "ok")
+	s.count(g.Name, ResultOK)
+	prefix := hello
 	if routes.ProxyProtocol {
 		src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 		dst, _ := netip.ParseAddrPort(c.LocalAddr().String())
-		prefix = append(AppendProxyV2(nil, src, dst, false), prefix...)
+		prefix = append(AppendProxyV2(nil, src, dst, false), hello...)
 	}
 	if len(prefix) > 0 {
 		if _, err := upstream.Write(prefix); err != nil {
 			t.Report(false)
-			return
+			return ResultTargetReset
 		}
+		// The replayed ClientHello is client data; the PROXY header is not.
+		rec.BytesIn = int64(len(hello))
+		s.bytesIn.Add(float64(len(hello)))
 	}
 	t.Report(true)
-	s.pipe(client, upstream, routes.IdleTimeout)
+	in, out, result := s.pipe(client, upstream, routes.IdleTimeout)
+	rec.BytesIn += in
+	rec.BytesOut = out
+	return result
 }
 
 // dial connects to a target of g, trying others when a connect fails.
@@ -281,17 +349,22 @@ func (s *tcpServer) dial(g *targetgroup.Group) (net.Conn, *targetgroup.Target) {
 const chunk = 1 << 20
 
 // pipe copies both ways until both sides are done or the connection is
-// idle for idle.
-func (s *tcpServer) pipe(client, upstream net.Conn, idle time.Duration) {
+// idle for idle; it returns the bytes copied each way and how the
+// connection ended: the first direction to fail names it, since it
+// closes both sides and so fails the other.
+func (s *tcpServer) pipe(client, upstream net.Conn, idle time.Duration) (in, out int64, result string) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
-	copyDir := func(dst, src net.Conn, ctr prometheus.Counter) {
+	var ended atomic.Pointer[string]
+	end := func(r string) { ended.CompareAndSwap(nil, &r) }
+	copyDir := func(dst, src net.Conn, ctr prometheus.Counter, fromClient bool) (total int64) {
 		for {
 			if idle > 0 {
 				_ = src.SetReadDeadline(time.Now().Add(idle))
 			}
 			n, err := io.CopyN(dst, src, chunk)
 			if n > 0 {
+				total += n
 				ctr.Add(float64(n))
 				last.Store(time.Now().UnixNano())
 			}
@@ -299,26 +372,61 @@ func (s *tcpServer) pipe(client, upstream net.Conn, idle time.Duration) {
 				continue
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && idle > 0 && time.Since(time.Unix(0, last.Load())) < idle && !s.quit.Load() {
+			timeout := errors.As(err, &ne) && ne.Timeout()
+			idleFor := time.Since(time.Unix(0, last.Load()))
+			if timeout && idle > 0 && idleFor < idle && !s.quit.Load() {
 				continue // the other direction is busy
 			}
 			// Half-close so the peer sees EOF, then stop.
-			if cw, ok := dst.(interface{ CloseWrite() error }); ok && (err == io.EOF) {
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == io.EOF {
 				_ = cw.CloseWrite()
-			} else {
-				_ = dst.Close()
-				_ = src.Close()
+				return total
 			}
-			return
+			if err == io.EOF {
+				end(ResultOK)
+			} else {
+				end(endOf(err, fromClient, s.quit.Load(), timeout && idleFor >= idle))
+			}
+			_ = dst.Close()
+			_ = src.Close()
+			return total
 		}
 	}
 	done := make(chan struct{})
 	go func() {
-		copyDir(upstream, client, s.bytesIn)
+		in = copyDir(upstream, client, s.bytesIn, true)
 		close(done)
 	}()
-	copyDir(client, upstream, s.bytesOut)
+	out = copyDir(client, upstream, s.bytesOut, false)
 	<-done
+	if r := ended.Load(); r != nil {
+		return in, out, *r
+	}
+	return in, out, ResultOK
+}
+
+// endOf names the end of a direction that failed with err (not EOF).
+// fromClient is the client-to-target direction; idleExpired says the
+// connection was idle for the whole idle timeout. Splice does not say
+// which socket failed, so the side is inferred from the errno: a write
+// into a reset peer is EPIPE, and a reset is otherwise reported by the
+// next read.
+func endOf(err error, fromClient, quitting, idleExpired bool) string {
+	var ne net.Error
+	timeout := errors.As(err, &ne) && ne.Timeout()
+	switch {
+	case timeout && idleExpired:
+		return ResultIdleTimeout
+	case quitting && (timeout || errors.Is(err, net.ErrClosed)):
+		return ResultShutdown
+	case timeout:
+		return ResultIdleTimeout
+	}
+	readSide := !errors.Is(err, syscall.EPIPE)
+	if fromClient == readSide {
+		return ResultClientReset
+	}
+	return ResultTargetReset
 }
 
 func (s *tcpServer) Shutdown(ctx context.Context) error {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/lb/targetgroup"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -32,8 +33,13 @@ type udpServer struct {
 type flow struct {
 	up      *net.UDPConn
 	target  *targetgroup.Target
+	group   string
 	release func()
-	last    atomic.Int64
+	start   time.Time
+	last    atomic.Int64 // unix nanoseconds of the last datagram either way
+	// Forwarded datagrams and bytes, for the access log: in is client
+	// to target (Serve), out target to client (replies).
+	pktIn, bytesIn, pktOut, bytesOut atomic.Int64
 }
 
 func listenUDP(opts Options) (*udpServer, error) {
@@ -75,6 +81,8 @@ func (s *udpServer) Serve() error {
 			f.target.Report(false)
 			continue
 		}
+		f.pktIn.Add(1)
+		f.bytesIn.Add(int64(n))
 		s.bytesIn.Add(float64(n))
 	}
 }
@@ -108,8 +116,9 @@ func (s *udpServer) flow(from netip.AddrPort) *flow {
 			tried = append(tried, t)
 			continue
 		}
-		f = &flow{up: up, target: t, release: t.Acquire()}
-		f.last.Store(time.Now().UnixNano())
+		now := time.Now()
+		f = &flow{up: up, target: t, group: g.Name, release: t.Acquire(), start: now}
+		f.last.Store(now.UnixNano())
 		s.mu.Lock()
 		if s.quit.Load() {
 			s.mu.Unlock()
@@ -142,18 +151,22 @@ func (s *udpServer) replies(client netip.AddrPort, f *flow) {
 			var ne net.Error
 			if errors.As(err, &ne) && !ne.Timeout() && !errors.Is(err, net.ErrClosed) {
 				f.target.Report(false) // e.g. ICMP port unreachable
-				s.expire(client, f)
+				s.expire(client, f, ResultTargetUnreached)
 			}
 			return
 		}
 		f.last.Store(time.Now().UnixNano())
 		if _, err := s.pc.WriteToUDPAddrPort(buf[:n], client); err == nil {
+			f.pktOut.Add(1)
+			f.bytesOut.Add(int64(n))
 			s.bytesOut.Add(float64(n))
 		}
 	}
 }
 
-func (s *udpServer) expire(client netip.AddrPort, f *flow) {
+// expire ends a flow (once, whoever calls first) and logs it with
+// result.
+func (s *udpServer) expire(client netip.AddrPort, f *flow, result string) {
 	s.mu.Lock()
 	if s.flows[client] != f {
 		s.mu.Unlock()
@@ -166,6 +179,14 @@ func (s *udpServer) expire(client netip.AddrPort, f *flow) {
 	if s.opts.Active != nil {
 		s.opts.Active.Add(-1)
 	}
+	if s.opts.AccessLog == nil {
+		return
+	}
+	rec := accesslog.Conn{Time: f.start, Listener: s.opts.Name, Proto: "udp", Remote: client.Addr().Unmap().String(),
+		RemotePort: int(client.Port()), TargetGroup: f.group, UpstreamAddr: f.target.Addr,
+		BytesIn: f.bytesIn.Load(), BytesOut: f.bytesOut.Load(), PacketsIn: f.pktIn.Load(), PacketsOut: f.pktOut.Load()}
+	// The flow lasted until its last datagram, not until it expired.
+	s.opts.logConn(&rec, result, time.Unix(0, f.last.Load()))
 }
 
 // janitor expires idle flows.
@@ -195,7 +216,7 @@ func (s *udpServer) janitor() {
 		}
 		s.mu.Unlock()
 		for i := range old {
-			s.expire(old[i], fs[i])
+			s.expire(old[i], fs[i], ResultIdleTimeout)
 		}
 	}
 }
@@ -217,7 +238,7 @@ func (s *udpServer) Close() error {
 	}
 	s.mu.Unlock()
 	for i := range keys {
-		s.expire(keys[i], fs[i])
+		s.expire(keys[i], fs[i], ResultShutdown)
 	}
 	s.wg.Wait()
 	return nil

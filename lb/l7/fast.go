@@ -1079,6 +1079,13 @@ func parseResponseHead(h []byte, lines [][2]int) (respHead, bool) {
 // copyChunked copies a chunked body from src; with dst it is copied as
 // is (framing checked), with plain it is de-chunked into plain.
 func copyChunked(dst *bufio.Writer, src *bufio.Reader, plain *bufio.Writer) error {
+	return copyChunkedTrailer(dst, src, plain, nil)
+}
+
+// copyChunkedTrailer is copyChunked that also hands each trailer field
+// line (CRLF included) to trailer, when set; an error from trailer ends
+// the copy.
+func copyChunkedTrailer(dst *bufio.Writer, src *bufio.Reader, plain *bufio.Writer, trailer func(line []byte) error) error {
 	for {
 		line, err := src.ReadSlice('\n')
 		if err != nil {
@@ -1101,8 +1108,15 @@ func copyChunked(dst *bufio.Writer, src *bufio.Reader, plain *bufio.Writer) erro
 				if dst != nil {
 					dst.Write(tl)
 				}
-				if len(tl) <= 2 {
+				// The empty line ends the section (a lone LF tolerated, as
+				// by Go targets); "X\n" is a field line, not the end.
+				if len(tl) == 1 || len(tl) == 2 && tl[0] == '\r' {
 					return nil
+				}
+				if trailer != nil {
+					if err := trailer(tl); err != nil {
+						return err
+					}
 				}
 			}
 		}

@@ -18,7 +18,8 @@ import (
 // engine's pooled HTTP/1.1 upstream connections, without
 // httputil.ReverseProxy and http.Transport (whose per-connection read and
 // write goroutines cost more than the forwarding itself). HTTP/1.x
-// requests on the net/http engine keep ReverseProxy (upgrades, trailers).
+// requests on the net/http engine keep ReverseProxy (upgrades). Trailers
+// are relayed both ways (see trailer.go).
 func (h *Handler) forwardPooled(w http.ResponseWriter, r *http.Request, ref *GroupRef, st *reqState, timeout time.Duration) {
 	replayable := (r.Body == nil || r.Body == http.NoBody) && isIdempotent([]byte(r.Method))
 	var tried []*targetgroup.Target
@@ -129,10 +130,16 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 		st.upDur = time.Since(start)
 		ref.latency.Observe(st.upDur.Seconds())
 		hdr := w.Header()
+		noBody := r.Method == http.MethodHead || resp.code == 204 || resp.code == 304
+		var announced []string // the target's Trailer header
 		for _, l := range resp.lines {
 			hl := uc.head[l[0]:l[1]]
 			colon := strings.IndexByte(bstr(hl), ':')
 			k := canonicalKey(hl[:colon])
+			if k == "Trailer" && resp.chunked && !noBody {
+				announced = append(announced, string(hl[colon+1:]))
+				continue
+			}
 			if hopHeaders[k] && k != "Content-Length" {
 				continue
 			}
@@ -141,21 +148,27 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 			}
 			hdr[k] = append(hdr[k], strings.TrimSpace(string(hl[colon+1:])))
 		}
+		if names := trailerNames(announced); len(names) > 0 {
+			// Announced before the body, as the target did; HTTP/2
+			// clients may see it (the values follow the body).
+			hdr["Trailer"] = []string{strings.Join(names, ", ")}
+		}
 		if st.setCookie {
 			s := t.Group().Sticky()
 			hdr.Add("Set-Cookie", (&http.Cookie{Name: s.Cookie, Value: t.ID, Path: "/", MaxAge: int(s.Duration.D() / time.Second), HttpOnly: true}).String())
 		}
 		w.WriteHeader(resp.code)
-		noBody := r.Method == http.MethodHead || resp.code == 204 || resp.code == 304
 		reusable := !resp.connClose
 		if !noBody {
 			_ = uc.c.SetDeadline(time.Now().Add(5 * time.Minute))
 			bw := writerPool.Get().(*bufio.Writer)
 			bw.Reset(w)
 			var cerr error
+			var trailers *trailerSink // only chunked bodies carry them
 			switch {
 			case resp.chunked:
-				cerr = copyChunked(nil, uc.br, bw)
+				trailers = &trailerSink{}
+				cerr = copyChunkedTrailer(nil, uc.br, bw, trailers.add)
 			case resp.contentLength > 0:
 				_, cerr = copyN(bw, uc.br, resp.contentLength)
 			case resp.contentLength < 0:
@@ -170,6 +183,9 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 			if cerr != nil {
 				uc.close()
 				return resp.code, outClientGone
+			}
+			if trailers != nil {
+				trailers.setOn(hdr)
 			}
 		}
 		if reusable {
@@ -214,10 +230,11 @@ func (h *Handler) writePooledRequest(uc *upConn, r *http.Request, st *reqState) 
 	w.WriteString("\r\nX-Forwarded-Host: ")
 	w.WriteString(r.Host)
 	w.WriteString("\r\n")
+	trailers := requestTrailerNames(r)
 	switch {
 	case r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0:
 		w.WriteString("\r\n")
-	case r.ContentLength > 0:
+	case r.ContentLength > 0 && len(trailers) == 0:
 		w.WriteString("Content-Length: ")
 		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
 		w.WriteString("\r\n\r\n")
@@ -228,12 +245,21 @@ func (h *Handler) writePooledRequest(uc *upConn, r *http.Request, st *reqState) 
 			return errClient
 		}
 	default:
-		w.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+		// Unknown length, or trailers announced: only chunked carries
+		// trailers in HTTP/1.1.
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+		if len(trailers) > 0 {
+			w.WriteString("Trailer: ")
+			w.WriteString(strings.Join(trailers, ", "))
+			w.WriteString("\r\n")
+		}
+		w.WriteString("\r\n")
 		cw := httputil.NewChunkedWriter(w)
 		if _, err := io.Copy(cw, r.Body); err != nil {
 			return errClient
 		}
-		_ = cw.Close()
+		_ = cw.Close() // the last chunk, "0\r\n"
+		writeTrailerFields(w, r, trailers)
 		w.WriteString("\r\n")
 	}
 	return w.Flush()
