@@ -22,6 +22,7 @@ import (
 	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/internal/app"
 	"github.com/edgestack/edgestack/internal/httpguard"
+	"github.com/edgestack/edgestack/internal/wbatch"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -213,11 +214,13 @@ func (s *Service) Start(ctx context.Context) error {
 		s.mu.Unlock()
 		s.wg.Add(1)
 		if l.TLS != nil {
-			srv.TLSConfig = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12,
-				NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}}
+			// HTTP/2 connections batch their writes (internal/wbatch):
+			// net/http flushes each response on its own.
+			srv.TLSConfig = wbatch.BatchH2(&tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12,
+				NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}})
 			go func() {
 				defer s.wg.Done()
-				if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				if err := srv.ServeTLS(wbatch.Listener(ln), "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 					s.deps.Fail(fmt.Errorf("edge: listener %s: %w", name, err))
 				}
 			}()

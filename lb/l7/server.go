@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/internal/httpguard"
+	"github.com/edgestack/edgestack/internal/wbatch"
 	"github.com/edgestack/edgestack/lb/accept"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/netutil"
@@ -136,7 +137,9 @@ func (s *Server) acceptTLS(ln net.Listener, guardOpts httpguard.Options) {
 
 func (s *Server) handshake(c net.Conn, guardOpts httpguard.Options) {
 	defer s.wg.Done()
-	tc := tls.Server(c, s.opts.TLS)
+	wc := wbatch.NewConn(c)
+	wc.Disable() // until HTTP/2 is negotiated
+	tc := tls.Server(wc, s.opts.TLS)
 	hsTimeout := s.opts.ReadHeaderTimeout
 	if hsTimeout <= 0 {
 		hsTimeout = 10 * time.Second
@@ -150,6 +153,9 @@ func (s *Server) handshake(c net.Conn, guardOpts httpguard.Options) {
 		return
 	}
 	if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
+		// Batch its writes (internal/wbatch): the HTTP/2 server flushes
+		// each response on its own.
+		wbatch.Enable(wc)
 		s.mu.Lock()
 		if s.quit.Load() {
 			s.mu.Unlock()
