@@ -2,11 +2,9 @@ package edge
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,7 +17,7 @@ import (
 	"time"
 
 	"github.com/edgestack/edgestack/internal/admin"
-	"github.com/edgestack/edgestack/internal/app"
+	"github.com/edgestack/edgestack/internal/apptest"
 	"github.com/edgestack/edgestack/internal/config"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -71,35 +69,13 @@ func startEdge(t *testing.T, cfgTmpl string, vars map[string]string) *testEdge {
 
 func startConfig(t *testing.T, cfg *Config) *testEdge {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var opts apptest.Options
 	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	reg := prometheus.NewRegistry()
-	adm, err := admin.New(cfg.Admin, admin.Options{Logger: log, Gatherer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	aln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = adm.Serve(aln) }()
-	svc, err := New(app.Deps{Logger: log, Registry: reg, Admin: adm, Fail: func(err error) { t.Errorf("fail: %v", err) }}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	te := &testEdge{t: t, svc: svc, admin: adm, reg: reg, adm: "http://" + aln.Addr().String()}
-	te.base = "http://" + svc.Addrs()[0].String()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = svc.Shutdown(ctx)
-		_ = adm.Shutdown(ctx)
-	})
+	d := apptest.StartInProcess(t, "edged", cfg, New, opts)
+	te := &testEdge{t: t, svc: d.Service, admin: d.Admin, reg: d.Registry, adm: d.AdminURL}
+	te.base = "http://" + d.Service.Addrs()[0].String()
 	return te
 }
 

@@ -15,8 +15,7 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/edgestack/edgestack/internal/admin"
-	"github.com/edgestack/edgestack/internal/app"
+	"github.com/edgestack/edgestack/internal/apptest"
 	"github.com/edgestack/edgestack/internal/config"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -109,46 +108,27 @@ func startLB(t *testing.T, yaml string) *lbHarness {
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
-	h := &lbHarness{t: t, token: "test-token", reg: prometheus.NewRegistry(), fails: make(chan error, 4), dir: t.TempDir()}
+	h := &lbHarness{t: t, token: "test-token", fails: make(chan error, 4), dir: t.TempDir()}
 	cfg.Admin.Token = h.token
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var opts apptest.Options
 	if os.Getenv("LB_TEST_LOG") != "" {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	adm, err := admin.New(cfg.Admin, admin.Options{Logger: logger, Gatherer: h.reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	aln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.admin = "http://" + aln.Addr().String()
-	go func() { _ = adm.Serve(aln) }()
-	svc, err := NewService(app.Deps{Logger: logger, Registry: h.reg, Admin: adm, Info: app.Info{Name: "lbd"}, Fail: func(err error) {
+	opts.Fail = func(err error) {
 		select {
 		case h.fails <- err:
 		default:
 		}
-	}}, cfg)
-	if err != nil {
-		t.Fatal(err)
 	}
-	h.svc = svc.(*Service)
-	if err := svc.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = svc.Shutdown(ctx)
-		_ = adm.Shutdown(ctx)
+	t.Cleanup(func() { // runs after the service has stopped
 		select {
 		case err := <-h.fails:
 			t.Errorf("service reported a fatal error: %v", err)
 		default:
 		}
 	})
+	d := apptest.StartInProcess(t, "lbd", cfg, NewService, opts)
+	h.svc, h.admin, h.reg = d.Service.(*Service), d.AdminURL, d.Registry
 	return h
 }
 
