@@ -17,6 +17,7 @@ type Load struct {
 	PerSecond float64       // requests (or queries) per second
 	Mean      time.Duration // latency
 	P50, P99  time.Duration // zero when the tool does not report them
+	P75, P90  time.Duration // wrk --latency only
 	Max       time.Duration
 }
 
@@ -39,6 +40,10 @@ func ParseWrk(out string) (Load, error) {
 			switch f[0] {
 			case "50%", "50.000%":
 				l.P50 = d
+			case "75%", "75.000%":
+				l.P75 = d
+			case "90%", "90.000%":
+				l.P90 = d
 			case "99%", "99.000%":
 				l.P99 = d
 			}

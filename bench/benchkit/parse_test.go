@@ -14,7 +14,7 @@ func TestParsers(t *testing.T) {
 		want  Load
 	}
 	cases := []tc{
-		{"wrk.txt", ParseWrk, Load{Requests: 361000, Errors: 3, Seconds: 10.01, PerSecond: 36073.51, Mean: 1380 * time.Microsecond, Max: 21450 * time.Microsecond, P50: 1150 * time.Microsecond, P99: 5320 * time.Microsecond}},
+		{"wrk.txt", ParseWrk, Load{Requests: 361000, Errors: 3, Seconds: 10.01, PerSecond: 36073.51, Mean: 1380 * time.Microsecond, Max: 21450 * time.Microsecond, P50: 1150 * time.Microsecond, P75: 1520 * time.Microsecond, P90: 2200 * time.Microsecond, P99: 5320 * time.Microsecond}},
 		{"dnsperf.txt", ParseDNSPerf, Load{Requests: 999990, Errors: 10, Seconds: 10.001, PerSecond: 99989.123456, Mean: 987 * time.Microsecond, Max: 15432 * time.Microsecond}},
 		{"h2load.txt", ParseH2Load, Load{Requests: 99990, Errors: 10, Seconds: 1.23, PerSecond: 81234.56, Mean: 1230 * time.Microsecond, Max: 12340 * time.Microsecond}},
 	}

@@ -152,6 +152,9 @@ func (c *Case) plot(path string) error {
 		p.Y.Min = 0
 		plots = append(plots, p)
 	}
+	if lp := c.latencyCurve(); lp != nil {
+		plots = append(plots, lp)
+	}
 	if len(plots) == 0 {
 		return fmt.Errorf("nothing to plot")
 	}
@@ -164,6 +167,71 @@ func (c *Case) plot(path string) error {
 		p.Draw(canvas.sub(vg.Length(i)*panelW, panelW, panelH))
 	}
 	return canvas.save(path)
+}
+
+// latencyCurve draws latency against percentile (p50, p75, p90, p99, the
+// medians over the runs), one line per subject, when the case has latency
+// percentiles; nil otherwise.
+func (c *Case) latencyCurve() *plot.Plot {
+	pcts := []struct {
+		key string
+		x   float64
+	}{{MetricP50.Key, 50}, {keyP75, 75}, {keyP90, 90}, {MetricP99.Key, 99}}
+	p := plot.New()
+	p.Title.Text = "latency by percentile (ms)"
+	p.X.Label.Text = "percentile"
+	p.Legend.Top = true
+	p.Legend.Left = true
+	peer, lines := 0, 0
+	for _, s := range c.Subjects {
+		if s.Skipped != "" {
+			continue
+		}
+		var pts plotter.XYs
+		for _, pc := range pcts {
+			if v, ok := medianSample(s.Samples, pc.key); ok {
+				pts = append(pts, plotter.XY{X: pc.x, Y: v})
+			}
+		}
+		if len(pts) < 2 {
+			continue
+		}
+		line, marks, err := plotter.NewLinePoints(pts)
+		if err != nil {
+			continue
+		}
+		col := color.Color(color.RGBA{R: 30, G: 120, B: 200, A: 255}) // edgestack blue
+		if !s.Ours {
+			greys := []color.RGBA{{R: 120, G: 120, B: 120, A: 255}, {R: 190, G: 110, B: 40, A: 255}, {R: 90, G: 160, B: 90, A: 255}}
+			col = greys[peer%len(greys)]
+			peer++
+		}
+		line.Color, marks.Color = col, col
+		p.Add(line, marks)
+		p.Legend.Add(s.Name, line, marks)
+		lines++
+	}
+	if lines == 0 {
+		return nil
+	}
+	p.X.Min, p.X.Max = 45, 100
+	p.Y.Min = 0
+	p.X.Tick.Marker = plot.ConstantTicks([]plot.Tick{{Value: 50, Label: "p50"}, {Value: 75, Label: "p75"}, {Value: 90, Label: "p90"}, {Value: 99, Label: "p99"}})
+	return p
+}
+
+// medianSample is the median of key over samples that have it.
+func medianSample(samples []map[string]float64, key string) (float64, bool) {
+	var xs []float64
+	for _, smp := range samples {
+		if v, ok := smp[key]; ok {
+			xs = append(xs, v)
+		}
+	}
+	if len(xs) == 0 {
+		return 0, false
+	}
+	return Summarize(xs).Median, true
 }
 
 func fileName(s string) string {

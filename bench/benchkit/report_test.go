@@ -44,3 +44,33 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLatencyCurve: a case with latency percentiles gets a curve panel
+// with one line per subject that has at least two percentiles; the others
+// get none.
+func TestLatencyCurve(t *testing.T) {
+	tests := []struct {
+		name     string
+		subjects []*Subject
+		want     bool
+	}{
+		{"percentiles", []*Subject{
+			{Name: "edged", Ours: true, Samples: []map[string]float64{{"p50_ms": 0.2, "p75_ms": 0.4, "p90_ms": 1, "p99_ms": 6}}},
+			{Name: "varnish", Samples: []map[string]float64{{"p50_ms": 0.3, "p99_ms": 2}}},
+		}, true},
+		{"one percentile only", []*Subject{{Name: "edged", Ours: true, Samples: []map[string]float64{{"p50_ms": 0.2}}}}, false},
+		{"no latency", []*Subject{{Name: "edged", Ours: true, Samples: []map[string]float64{{"rps": 1}}}}, false},
+		{"skipped subject", []*Subject{{Name: "nginx", Skipped: "not installed", Samples: []map[string]float64{{"p50_ms": 1, "p99_ms": 2}}}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Case{Name: "c", Metrics: []Metric{MetricP50}, Subjects: tt.subjects}
+			if got := c.latencyCurve() != nil; got != tt.want {
+				t.Errorf("curve drawn: %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if v, ok := medianSample([]map[string]float64{{"k": 3}, {"k": 1}, {"x": 9}, {"k": 2}}, "k"); !ok || v != 2 {
+		t.Errorf("medianSample = %v, %v; want 2", v, ok)
+	}
+}

@@ -53,6 +53,8 @@ var (
 	MetricCPU    = Metric{Key: "cpu_us", Name: "server CPU µs/request"}
 	MetricP50    = Metric{Key: "p50_ms", Name: "p50 latency ms"}
 	MetricP99    = Metric{Key: "p99_ms", Name: "p99 latency ms"}
+	keyP75       = "p75_ms"
+	keyP90       = "p90_ms"
 	MetricMean   = Metric{Key: "mean_ms", Name: "mean latency ms"}
 	MetricErrors = Metric{Key: "errors", Name: "errors"}
 	MetricRSS    = Metric{Key: "rss_mib", Name: "resident MiB"}
@@ -104,6 +106,13 @@ func Sample(l Load, before, after Usage, perSecondKey string) map[string]float64
 	}
 	if l.P99 > 0 {
 		m[MetricP99.Key] = ms(l.P99)
+	}
+	// Kept in the samples (not in the tables) for the latency curve.
+	if l.P75 > 0 {
+		m[keyP75] = ms(l.P75)
+	}
+	if l.P90 > 0 {
+		m[keyP90] = ms(l.P90)
 	}
 	if l.Requests > 0 {
 		m[MetricCPU.Key] = float64((after.CPU - before.CPU).Microseconds()) / l.Requests

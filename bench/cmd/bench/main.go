@@ -52,7 +52,15 @@ func main() {
 	out := flag.String("results", "bench/results", "folder for the merged JSON and the latest report")
 	install := flag.Bool("install", true, "install missing Debian packages with apt-get")
 	include := flag.String("include", "", "also report the suites of an earlier run's results `JSON` that this run does not run again")
+	reportOnly := flag.String("report-only", "", "run nothing: rewrite the report in -results/latest from this results `JSON`")
 	flag.Parse()
+	if *reportOnly != "" {
+		if err := rewriteReport(*reportOnly, *out); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *rounds < 1 || *rounds > 20 || *duration <= 0 || *duration > time.Minute {
 		fmt.Fprintln(os.Stderr, "bench: keep runs bounded: 1 <= -rounds <= 20, 0 < -duration <= 1m")
 		os.Exit(2)
@@ -144,6 +152,27 @@ func run(ctx context.Context, selected []string, rounds int, duration time.Durat
 	}
 	fmt.Printf("\nresults: %s\nreport:  %s\n", jsonPath, report)
 	return errors.Join(errs...)
+}
+
+// rewriteReport writes out/latest/report.md and its plots from an
+// earlier results file, e.g. after the report's layout changed.
+func rewriteReport(path, out string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r benchkit.Results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	latest := filepath.Join(out, "latest")
+	_ = os.RemoveAll(latest)
+	report, err := r.WriteReport(latest)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("report: %s\n", report)
+	return nil
 }
 
 // mergeFrom adds the suites and versions of every results JSON in dir.
