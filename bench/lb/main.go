@@ -377,6 +377,7 @@ func failover(s *server, victim *backend, d time.Duration) error {
 	fmt.Printf("\nfailover: killing target %s of 3 after %s of load (GET, keep-alive, 8 clients)\n", victim.addr, d/3)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	var ok, failed atomic.Int64
+	hitsBefore := victim.hits.Load() // the backends also served the earlier cases
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
 	for range 8 {
@@ -399,7 +400,7 @@ func failover(s *server, victim *backend, d time.Duration) error {
 	}
 	time.Sleep(d / 3)
 	killed := time.Now()
-	hitsAtKill := victim.hits.Load()
+	hitsAtKill := victim.hits.Load() - hitsBefore
 	victim.close()
 	// Out of rotation: lbd's API shows it unhealthy.
 	var out time.Duration
@@ -411,7 +412,7 @@ func failover(s *server, victim *backend, d time.Duration) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 	wg.Wait()
-	fmt.Printf("  requests ok %d, failed %d; target out of rotation after %v (passive health; active check every 5s); victim served %d before the kill\n",
+	fmt.Printf("  requests ok %d, failed %d; target out of rotation after %v (passive health; active check every 5s); victim served %d of them before the kill\n",
 		ok.Load(), failed.Load(), out.Round(time.Millisecond), hitsAtKill)
 	return nil
 }
