@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -172,19 +171,8 @@ listeners:
 			return localPort(c)
 		}, map[string]any{"proto": "tls", "sni": "term.test", "target_group": "echo", "result": "ok", "bytes_in": 7.0, "bytes_out": 10.0}},
 		{"udp flow expires", "udp", func(t *testing.T) float64 {
-			c, err := net.Dial("udp", addr("udp"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := pingUDP(t, addr("udp"), 3)
 			defer c.Close()
-			buf := make([]byte, 100)
-			for i := range 3 {
-				_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-				fmt.Fprintf(c, "ping %d", i)
-				if n, err := c.Read(buf); err != nil || string(buf[:n]) != fmt.Sprintf("echo ping %d", i) {
-					t.Fatalf("udp %d: %q %v", i, buf[:n], err)
-				}
-			}
 			return localPort(c)
 		}, map[string]any{"proto": "udp", "target_group": "dns", "upstream_addr": udpTarget, "status": 200.0, "result": "idle_timeout",
 			"packets_in": 3.0, "packets_out": 3.0, "bytes_in": 18.0, "bytes_out": 33.0}},

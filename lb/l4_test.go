@@ -217,20 +217,8 @@ listeners:
 		}
 	})
 	t.Run("udp flows", func(t *testing.T) {
-		c, err := net.Dial("udp", addr("udp"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := pingUDP(t, addr("udp"), 3)
 		defer c.Close()
-		buf := make([]byte, 100)
-		for i := range 3 {
-			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-			fmt.Fprintf(c, "ping %d", i)
-			n, err := c.Read(buf)
-			if err != nil || string(buf[:n]) != fmt.Sprintf("echo ping %d", i) {
-				t.Fatalf("udp %d: %q %v", i, buf[:n], err)
-			}
-		}
 		if m := h.metrics(); !strings.Contains(m, `edgestack_lbd_active_connections{listener="udp"} 1`) {
 			t.Errorf("one flow expected in metrics")
 		}
@@ -308,4 +296,24 @@ listeners:
 	if !seen["a"] || !seen["b"] {
 		t.Errorf("flows went to %v, want both targets", seen)
 	}
+}
+
+// pingUDP sends n "ping i" datagrams from one socket to addr and checks
+// each "echo ping i" answer; the socket (one flow) is returned open.
+func pingUDP(t *testing.T, addr string, n int) net.Conn {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	for i := range n {
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		fmt.Fprintf(c, "ping %d", i)
+		if m, err := c.Read(buf); err != nil || string(buf[:m]) != fmt.Sprintf("echo ping %d", i) {
+			c.Close()
+			t.Fatalf("udp %d: %q %v", i, buf[:m], err)
+		}
+	}
+	return c
 }

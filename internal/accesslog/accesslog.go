@@ -97,30 +97,41 @@ func (l *Logger) write(b []byte) {
 	}
 }
 
+// appendCLFStart appends `remote - user [time] "` (a CLF line up to its
+// request field).
+func appendCLFStart(b []byte, remote, user string, t time.Time) []byte {
+	b = appendDash(b, remote)
+	b = append(b, " - "...)
+	b = appendDash(b, user)
+	b = append(b, " ["...)
+	b = t.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+	return append(b, "] \""...)
+}
+
+// appendCLFStatus closes the request field and appends status and size
+// ("-" for none).
+func appendCLFStatus(b []byte, status int, size int64) []byte {
+	b = append(b, "\" "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	if size > 0 {
+		return strconv.AppendInt(b, size, 10)
+	}
+	return append(b, '-')
+}
+
 // AppendCommon appends e in Common Log Format, or Combined Log Format
 // (with referer and user agent) when combined is set. Upstream fields are
 // appended after the standard ones as key=value pairs, which log tools
 // treat as trailing text.
 func AppendCommon(b []byte, e *Entry, combined bool) []byte {
-	b = appendDash(b, e.Remote)
-	b = append(b, " - "...)
-	b = appendDash(b, e.User)
-	b = append(b, " ["...)
-	b = e.Time.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
-	b = append(b, "] \""...)
+	b = appendCLFStart(b, e.Remote, e.User, e.Time)
 	b = appendEscaped(b, e.Method)
 	b = append(b, ' ')
 	b = appendEscaped(b, e.URI)
 	b = append(b, ' ')
 	b = appendEscaped(b, e.Proto)
-	b = append(b, "\" "...)
-	b = strconv.AppendInt(b, int64(e.Status), 10)
-	b = append(b, ' ')
-	if e.Bytes > 0 {
-		b = strconv.AppendInt(b, e.Bytes, 10)
-	} else {
-		b = append(b, '-')
-	}
+	b = appendCLFStatus(b, e.Status, e.Bytes)
 	if combined {
 		b = append(b, " \""...)
 		b = appendDash(b, e.Referer)

@@ -55,23 +55,13 @@ func (l *Logger) LogConn(c *Conn) {
 // "PROTO listener target_group", the size is the bytes sent to the
 // client, referer and user agent are "-"; the rest follows as key=value.
 func AppendConnCommon(b []byte, c *Conn, combined bool) []byte {
-	b = appendDash(b, c.Remote)
-	b = append(b, " - - ["...)
-	b = c.Time.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
-	b = append(b, "] \""...)
+	b = appendCLFStart(b, c.Remote, "", c.Time)
 	b = appendEscaped(b, strings.ToUpper(c.Proto))
 	b = append(b, ' ')
 	b = appendTokenDash(b, c.Listener)
 	b = append(b, ' ')
 	b = appendTokenDash(b, c.TargetGroup)
-	b = append(b, "\" "...)
-	b = strconv.AppendInt(b, int64(c.Status), 10)
-	b = append(b, ' ')
-	if c.BytesOut > 0 {
-		b = strconv.AppendInt(b, c.BytesOut, 10)
-	} else {
-		b = append(b, '-')
-	}
+	b = appendCLFStatus(b, c.Status, c.BytesOut)
 	if combined {
 		b = append(b, ` "-" "-"`...)
 	}

@@ -157,13 +157,9 @@ func run(ctx context.Context, selected []string, rounds int, duration time.Durat
 // rewriteReport writes out/latest/report.md and its plots from an
 // earlier results file, e.g. after the report's layout changed.
 func rewriteReport(path, out string) error {
-	b, err := os.ReadFile(path)
+	r, err := readResults(path)
 	if err != nil {
 		return err
-	}
-	var r benchkit.Results
-	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
 	}
 	latest := filepath.Join(out, "latest")
 	_ = os.RemoveAll(latest)
@@ -175,6 +171,19 @@ func rewriteReport(path, out string) error {
 	return nil
 }
 
+// readResults reads a results JSON file.
+func readResults(path string) (*benchkit.Results, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r benchkit.Results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}
+
 // mergeFrom adds the suites and versions of every results JSON in dir.
 func mergeFrom(into *benchkit.Results, dir string) error {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
@@ -182,13 +191,9 @@ func mergeFrom(into *benchkit.Results, dir string) error {
 		return fmt.Errorf("no results JSON in %s", dir)
 	}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		r, err := readResults(f)
 		if err != nil {
 			return err
-		}
-		var r benchkit.Results
-		if err := json.Unmarshal(b, &r); err != nil {
-			return fmt.Errorf("%s: %w", f, err)
 		}
 		into.Suites = append(into.Suites, r.Suites...)
 		for k, v := range r.Versions {
@@ -201,13 +206,9 @@ func mergeFrom(into *benchkit.Results, dir string) error {
 // includeFrom adds the suites of an earlier results file that this run
 // did not produce, so one suite can be rerun without rerunning the rest.
 func includeFrom(into *benchkit.Results, path string) error {
-	b, err := os.ReadFile(path)
+	old, err := readResults(path)
 	if err != nil {
 		return err
-	}
-	var old benchkit.Results
-	if err := json.Unmarshal(b, &old); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
 	}
 	have := map[string]bool{}
 	for _, s := range into.Suites {
