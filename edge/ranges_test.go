@@ -448,7 +448,10 @@ func FuzzParseRange(f *testing.F) {
 		size = max(size, 0) % (1 << 20)
 		start, end, sat := spec.resolve(size)
 		if !sat {
-			if n == 1 && strings.HasPrefix(v, "bytes=") && !(spec.first < 0 && (spec.last == 0 || size == 0)) {
+			// An empty representation makes every range unsatisfiable
+			// (RFC 9110 §14.1.1); ServeContent deliberately answers those
+			// with 200 instead, which the RFC also allows.
+			if n == 1 && strings.HasPrefix(v, "bytes=") && size > 0 && !(spec.first < 0 && spec.last == 0) {
 				if code, _ := serveContentRange(v, size); code != http.StatusRequestedRangeNotSatisfiable {
 					t.Fatalf("%q over %d: unsatisfiable here, %d from ServeContent", v, size, code)
 				}
