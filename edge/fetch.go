@@ -188,7 +188,11 @@ func (h *Handler) doFill(st *reqState, key2 string, stale *cache.Entry) fillResu
 		// An origin error may be shared with the waiters.
 	default:
 		res.private = true
-		h.markHitForMiss(st)
+		// Renew the marker only past half its life: a Set per request
+		// would cost more than the rest of this path.
+		if m, ok := h.store.Get(st.key); !ok || !m.HitForMiss || isTooLarge(m) || m.Age(respTime) > m.Keep/2 {
+			h.markHitForMiss(st)
+		}
 	}
 	return res
 }
@@ -282,7 +286,9 @@ func (h *Handler) newEntry(st *reqState, status int, hdr http.Header, body []byt
 		Dist: b.d.name, Host: strings.ToLower(st.r.Host), Path: st.r.URL.Path,
 		ContentLength: []string{strconv.Itoa(len(body))},
 	}
-	if status != http.StatusNoContent && status != http.StatusNotModified {
+	if dec.Store && status != http.StatusNoContent && status != http.StatusNotModified {
+		// The fast path's pre-serialised header block: only stored
+		// entries are served by it.
 		e.Wire = cache.WireHeader(stored, e.ContentLength[0])
 	}
 	if lm, ok := cache.ParseHTTPDate(hdr.Get("Last-Modified")); ok {
