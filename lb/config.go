@@ -83,9 +83,12 @@ type ListenerConfig struct {
 	// Engine (http, https) picks the HTTP/1.1 implementation: fast (lbd's
 	// own HTTP/1.1 engine: no per-request goroutines, pooled buffers and
 	// upstream connections), std (net/http and httputil.ReverseProxy) or
-	// auto: fast unless the listener has acme_http01, which only std does.
-	// HTTP/2 on https listeners always uses net/http's HTTP/2 server.
-	// Default auto.
+	// auto: fast unless the listener has acme_http01 or forwards (in a
+	// rule or its default action) to a target group with protocol_version
+	// http2 or grpc, which only std does. fast with either is a config
+	// error. HTTP/2 on https listeners always uses net/http's HTTP/2
+	// server. A reload that changes the outcome re-creates the listener's
+	// server on the same socket. Default auto.
 	Engine string `yaml:"engine"`
 	// ACMEHTTP01 (http) answers ACME HTTP-01 challenges from the cert
 	// store before any rule. Default false.
@@ -111,7 +114,8 @@ type ListenerConfig struct {
 	// no traffic for L4; UDP flows expire). Default 60s (UDP 30s).
 	IdleTimeout config.Duration `yaml:"idle_timeout"`
 	// RequestTimeout (http, https) bounds the wait for a target's response
-	// headers; the client gets 504 after it. Default 60s.
+	// headers; the client gets 504 after it. It does not apply to target
+	// groups with protocol_version grpc (streaming RPCs). Default 60s.
 	RequestTimeout config.Duration `yaml:"request_timeout"`
 	// ReadHeaderTimeout (http, https) bounds reading a request head (and
 	// the TLS handshake). Default 10s.
@@ -244,6 +248,10 @@ func (c *Config) Validate() error {
 				if l.ACMEHTTP01 {
 					bad("engine", "the fast engine cannot answer acme_http01 challenges; use auto or std")
 				}
+				if g := http2Group(groups, l); g != "" {
+					bad("engine", "listener %q: the fast engine speaks only HTTP/1.1 to targets and cannot forward to target group %q (protocol_version %s); use auto or std",
+						l.Name, g, groups[g].ProtocolVersion)
+				}
 			default:
 				bad("engine", "want auto, fast or std, got %q", l.Engine)
 			}
@@ -354,6 +362,26 @@ func referencedGroups(l ListenerConfig) []string {
 	}
 	add(l.DefaultAction)
 	return out
+}
+
+// http2Group names the first group an http listener forwards to that
+// speaks HTTP/2 to its targets, or "".
+func http2Group(groups map[string]targetgroup.Config, l ListenerConfig) string {
+	for _, g := range referencedGroups(l) {
+		if gc, ok := groups[g]; ok && gc.HTTP2() {
+			return g
+		}
+	}
+	return ""
+}
+
+// groupConfigs maps group names to their configs, defaults applied.
+func (c *Config) groupConfigs() map[string]targetgroup.Config {
+	m := make(map[string]targetgroup.Config, len(c.TargetGroups))
+	for _, g := range c.TargetGroups {
+		m[g.Name] = g.WithDefaults()
+	}
+	return m
 }
 
 // usedGroups names every group some listener uses.

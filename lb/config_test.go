@@ -77,6 +77,24 @@ listeners:
     default_action: {forward: {target_group: web}}
 `, []string{"listeners[0].acme_http01: needs cert_store.dir", "listeners[0].engine", "rules[0].conditions.host[0]", "rules[0].conditions.source_ip[0]",
 			"rules[0].action.forward.target_groups: weights must not all be zero", "rules[1].priority: duplicate priority 5", "rules[1].conditions.method[0]", "rules[1].action.redirect.path"}},
+		{"protocol_version", `
+target_groups:
+  - name: web
+    protocol_version: http3
+  - name: db
+    protocol: tcp
+    protocol_version: http2
+  - name: api
+    protocol_version: grpc
+listeners:
+  - name: front
+    listen: 127.0.0.1:0
+    engine: fast
+    rules: [{priority: 1, conditions: {path: ["/api/*"]}, action: {forward: {target_group: api}}}]
+    default_action: {fixed_response: {status_code: 404}}
+`, []string{`cfg.yaml:6: target_groups[0].protocol_version: unknown protocol version "http3"`,
+			"cfg.yaml:9: target_groups[1].protocol_version: http2 needs an http or https group, not tcp",
+			`cfg.yaml:15: listeners[0].engine: listener "front": the fast engine speaks only HTTP/1.1 to targets and cannot forward to target group "api" (protocol_version grpc)`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := parseConfig(t, head+c.yaml)

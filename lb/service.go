@@ -64,6 +64,7 @@ type listener struct {
 	l4     l4.Server
 	bound  net.Listener // http(s): the socket, until served
 	addr   net.Addr
+	fast   bool // http(s): HTTP/1.1 served by the fast engine
 }
 
 // httpServer is l7.Server (net/http, HTTP/2) or l7.FastServer.
@@ -194,6 +195,7 @@ func listenerKey(l ListenerConfig) string {
 func (s *Service) prepare(cfg *Config) (*prepared, error) {
 	p := &prepared{cfg: cfg, keep: map[string]*listener{}, add: map[string]*listener{}, upd: map[string]ListenerConfig{}}
 	var errs []error
+	groups := cfg.groupConfigs()
 	for _, lc := range cfg.Listeners {
 		lc = lc.withDefaults()
 		certs, err := loadCerts(lc.TLS)
@@ -201,7 +203,11 @@ func (s *Service) prepare(cfg *Config) (*prepared, error) {
 			errs = append(errs, fmt.Errorf("listener %q: %w", lc.Name, err))
 			continue
 		}
-		if old := s.listeners[lc.Name]; old != nil && old.key == listenerKey(lc) && old.cfg.MaxConnections == lc.MaxConnections {
+		// The engine is fixed when a server is built: a reload that
+		// changes it (say a rule now forwards to an http2 group, which
+		// the fast engine cannot) gets a new server on the same socket.
+		fast := lc.isHTTP() && s.fastEngine(lc, http2Group(groups, lc))
+		if old := s.listeners[lc.Name]; old != nil && old.key == listenerKey(lc) && old.cfg.MaxConnections == lc.MaxConnections && old.fast == fast {
 			p.keep[lc.Name] = old
 			p.upd[lc.Name] = lc
 			if certs != nil {
@@ -209,7 +215,7 @@ func (s *Service) prepare(cfg *Config) (*prepared, error) {
 			}
 			continue
 		}
-		l := &listener{cfg: lc, key: listenerKey(lc)}
+		l := &listener{cfg: lc, key: listenerKey(lc), fast: fast}
 		if certs != nil {
 			l.static.Store(&certs)
 		}
@@ -276,6 +282,16 @@ func (s *Service) commit(p *prepared) {
 		s.retire(l)
 		delete(s.listeners, name)
 	}
+	// Upstreams built for settings no route uses any more (a group's
+	// protocol, protocol_version or timeouts changed) lose their idle
+	// connections.
+	var routes []*l7.Routes
+	for _, l := range s.listeners {
+		if l.cfg.isHTTP() {
+			routes = append(routes, l.routes.Load())
+		}
+	}
+	s.proxy.Prune(routes...)
 }
 
 // publish builds the listener's routing snapshot from the current groups.
@@ -384,10 +400,10 @@ func (s *Service) bind(l *listener) error {
 			AccessLog: s.alog,
 		}
 		switch {
-		case lc.Protocol == ProtoHTTPS && s.fastEngine(lc):
+		case lc.Protocol == ProtoHTTPS && l.fast:
 			sopts.Fast = lh // HTTP/1.1 over TLS by the fast engine
 			l.http = l7.NewServer(h, sopts)
-		case s.fastEngine(lc):
+		case l.fast:
 			l.http = l7.NewFastServer(lh, sopts)
 		default:
 			l.http = l7.NewServer(h, sopts)
@@ -423,17 +439,22 @@ func (s *Service) bind(l *listener) error {
 // fastEngine reports whether a listener's HTTP/1.1 connections use the
 // fast engine (plain http, and HTTP/1.1 over TLS on https listeners): by
 // default, unless the listener answers ACME HTTP-01 challenges (an
-// http.Handler from certsource). HTTP/2 always uses net/http's server.
-func (s *Service) fastEngine(lc ListenerConfig) bool {
-	engine := lc.Engine
-	if engine == "" {
-		engine = testEngine
-	}
-	switch engine {
+// http.Handler from certsource) or forwards to h2Group, a group speaking
+// HTTP/2 to its targets (""; the fast engine only relays HTTP/1.1, and
+// Validate rejects engine: fast with such a group). HTTP/2 always uses
+// net/http's server.
+func (s *Service) fastEngine(lc ListenerConfig, h2Group string) bool {
+	switch lc.Engine {
 	case "std":
 		return false
 	case "fast":
 		return true
+	}
+	if h2Group != "" {
+		return false
+	}
+	if lc.Engine == "" && testEngine != "" {
+		return testEngine == "fast"
 	}
 	return !lc.ACMEHTTP01
 }

@@ -598,6 +598,14 @@ func (x *exchange) forward(route *Route, keep bool, timeout time.Duration) bool 
 		}
 	}
 	g := ref.Group
+	if ref.up.h2 != nil {
+		// Not reached: listeners forwarding to http2 and grpc groups get
+		// the net/http engine (lb.Service). Never relay HTTP/1.1 to them.
+		_ = x.discardBody()
+		x.simple(502, "text/plain; charset=utf-8", "502 Bad Gateway: target group "+g.Name+" speaks HTTP/2, which this listener's engine cannot\n", nil)
+		ref.codes[5].Inc()
+		return false
+	}
 	var target *targetgroup.Target
 	setCookie := false
 	if sticky := g.Sticky(); sticky.Enabled {
@@ -1260,7 +1268,7 @@ type poolKey struct {
 }
 
 func (p *Proxy) pool(t *targetgroup.Target, ref *GroupRef) *connPool {
-	k := poolKey{t, ref.up.tr.TLSClientConfig != nil}
+	k := poolKey{t, ref.up.tls != nil}
 	if v, ok := p.pools.Load(k); ok {
 		return v.(*connPool)
 	}
@@ -1320,7 +1328,7 @@ func (p *connPool) dial(ref *GroupRef) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tc := ref.up.tr.TLSClientConfig; tc != nil {
+	if tc := ref.up.tls; tc != nil {
 		cfg := tc.Clone()
 		if host, _, err := net.SplitHostPort(p.addr); err == nil {
 			cfg.ServerName = host

@@ -27,6 +27,7 @@ import (
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
 )
 
 // Kind of a route's action.
@@ -124,15 +125,28 @@ type Proxy struct {
 
 type upKey struct {
 	https, insecure bool
+	version         string        // protocol_version: http1, http2 or grpc
 	timeout         time.Duration // response head
 	connect         time.Duration // TCP connect (+ TLS handshake)
 }
 
 // upstream is one transport and the reverse proxy using it.
 type upstream struct {
-	tr     *http.Transport
+	tr     *http.Transport  // http1 groups
+	h2     *http2.Transport // http2 and grpc groups (h2.go)
+	grpc   bool
+	tls    *tls.Config // https groups
 	rp     *httputil.ReverseProxy
 	dialer *net.Dialer
+}
+
+func (u *upstream) closeIdle() {
+	if u.tr != nil {
+		u.tr.CloseIdleConnections()
+	}
+	if u.h2 != nil {
+		u.h2.CloseIdleConnections()
+	}
 }
 
 // NewProxy returns a proxy.
@@ -153,7 +167,7 @@ func (p *Proxy) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, u := range p.ups {
-		u.tr.CloseIdleConnections()
+		u.closeIdle()
 	}
 	p.pools.Range(func(k, v any) bool {
 		v.(*connPool).closeIdle()
@@ -165,7 +179,16 @@ func (p *Proxy) Close() {
 // Ref resolves a group for a listener's routes.
 func (p *Proxy) Ref(listener string, g *targetgroup.Group, weight int, timeout time.Duration) *GroupRef {
 	cfg := g.Config()
-	k := upKey{https: cfg.Protocol == targetgroup.ProtoHTTPS, insecure: cfg.InsecureSkipVerify, timeout: timeout, connect: cfg.ConnectTimeout.D()}
+	k := upKey{https: cfg.Protocol == targetgroup.ProtoHTTPS, insecure: cfg.InsecureSkipVerify, version: cfg.ProtocolVersion,
+		timeout: timeout, connect: cfg.ConnectTimeout.D()}
+	if k.version == targetgroup.VersionGRPC {
+		// A streaming RPC may send its response headers only after the
+		// client's stream ends, and run for hours: request_timeout does
+		// not apply. Deadlines are the client's (grpc-timeout, enforced
+		// by the target); a dead target connection fails its streams
+		// through HTTP/2 PINGs (h2.go).
+		k.timeout = 0
+	}
 	ref := &GroupRef{Group: g, Weight: weight, up: p.upstream(k)}
 	for i, c := range codeClasses {
 		ref.codes[i] = p.metrics.Requests.WithLabelValues(listener, g.Name, c)
@@ -226,7 +249,73 @@ func (p *Proxy) upstream(k upKey) *upstream {
 		k.connect = 3 * time.Second
 	}
 	d := &net.Dialer{Timeout: k.connect, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
+	u := &upstream{dialer: d}
+	if k.https {
+		u.tls = &tls.Config{InsecureSkipVerify: k.insecure, MinVersion: tls.VersionTLS12}
+	}
+	var base http.RoundTripper
+	if k.version == targetgroup.VersionHTTP2 || k.version == targetgroup.VersionGRPC {
+		u.h2, u.grpc = newH2Transport(d, u.tls, k.connect), k.version == targetgroup.VersionGRPC
+		base = u.h2
+		if k.timeout > 0 {
+			base = &headerTimeout{rt: u.h2, d: k.timeout}
+		}
+	} else {
+		u.tr = p.h1Transport(k, d, u.tls)
+		base = u.tr
+	}
+	u.rp = &httputil.ReverseProxy{
+		Rewrite:        rewrite,
+		Transport:      &retrier{base: base, metrics: p.metrics},
+		BufferPool:     p,
+		ModifyResponse: modifyResponse,
+		ErrorHandler:   p.errorHandler,
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	if u.grpc {
+		// Every message as soon as it arrives: streaming RPCs must not
+		// wait in a buffer.
+		u.rp.FlushInterval = -1
+	}
+	p.ups[k] = u
+	return u
+}
+
+// Prune forgets the upstreams that none of routes (every listener's
+// current snapshot) uses any more — a reload changed the settings they
+// were built for — and closes their idle connections. Requests still in
+// flight on them finish normally.
+func (p *Proxy) Prune(routes ...*Routes) {
+	used := map[*upstream]bool{}
+	mark := func(r *Route) {
+		for _, g := range r.Groups {
+			used[g.up] = true
+		}
+	}
+	for _, rs := range routes {
+		if rs == nil {
+			continue
+		}
+		for _, r := range rs.Actions {
+			mark(r)
+		}
+		if rs.Default != nil {
+			mark(rs.Default)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, u := range p.ups {
+		if !used[u] {
+			u.closeIdle()
+			delete(p.ups, k)
+		}
+	}
+}
+
+// h1Transport is the HTTP/1.1 transport of http1 groups.
+func (p *Proxy) h1Transport(k upKey, d *net.Dialer, tlsConf *tls.Config) *http.Transport {
+	return &http.Transport{
 		DialContext:           d.DialContext,
 		TLSHandshakeTimeout:   k.connect,
 		MaxIdleConns:          8192,
@@ -238,21 +327,8 @@ func (p *Proxy) upstream(k upKey) *upstream {
 		ForceAttemptHTTP2:     false,
 		WriteBufferSize:       16 << 10,
 		ReadBufferSize:        16 << 10,
+		TLSClientConfig:       tlsConf.Clone(), // nil for http groups
 	}
-	if k.https {
-		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: k.insecure, MinVersion: tls.VersionTLS12}
-	}
-	u := &upstream{tr: tr, dialer: d}
-	u.rp = &httputil.ReverseProxy{
-		Rewrite:        rewrite,
-		Transport:      &retrier{base: tr, metrics: p.metrics},
-		BufferPool:     p,
-		ModifyResponse: modifyResponse,
-		ErrorHandler:   p.errorHandler,
-		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-	}
-	p.ups[k] = u
-	return u
 }
 
 // reqState travels with a forwarded request through the reverse proxy.
@@ -293,7 +369,7 @@ func stateOf(ctx context.Context) *reqState {
 
 func rewrite(pr *httputil.ProxyRequest) {
 	st := stateOf(pr.In.Context())
-	if st.ref.up.tr.TLSClientConfig != nil {
+	if st.ref.up.tls != nil {
 		pr.Out.URL.Scheme = "https"
 	} else {
 		pr.Out.URL.Scheme = "http"
@@ -315,6 +391,13 @@ func rewrite(pr *httputil.ProxyRequest) {
 func modifyResponse(resp *http.Response) error {
 	st := stateOf(resp.Request.Context())
 	st.code = resp.StatusCode
+	if st.ref.up.h2 != nil && len(resp.Trailer) > 0 {
+		// An HTTP/2 target may send a length and trailers (Go's server
+		// does for short answers); HTTP/1.1 clients get trailers only in
+		// a chunked body, so the length goes.
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+	}
 	if st.setCookie {
 		s := st.ref.Group.Sticky()
 		c := &http.Cookie{Name: s.Cookie, Value: st.target.ID, Path: "/", MaxAge: int(s.Duration.D() / time.Second), HttpOnly: true}
@@ -335,6 +418,8 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
 		code, reason = http.StatusGatewayTimeout, "target did not answer in time"
+	case errors.Is(err, errNoH2):
+		reason = "target did not negotiate HTTP/2 (ALPN h2), which the target group's protocol_version needs"
 	}
 	st.code = code
 	p.log.Debug("forward failed", "target_group", st.ref.Group.Name, "target", st.target.Addr, "err", err)
@@ -532,6 +617,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if ref.up.h2 != nil {
+		if why := ref.up.incompatible(r); why != "" {
+			// ALB's answer to a request the group's protocol version
+			// cannot carry.
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(StatusIncompatibleProtocol)
+			_, _ = io.WriteString(w, "464 Incompatible Protocol: "+why+" (target group "+ref.Group.Name+")\n")
+			ref.codes[4].Inc()
+			return
+		}
+	}
 	st := &reqState{ref: ref, scheme: h.Scheme, port: h.Port}
 	g := ref.Group
 	if sticky := g.Sticky(); sticky.Enabled {
@@ -554,9 +650,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ref.codes[5].Inc()
 		return
 	}
-	if r.ProtoMajor == 2 {
+	if r.ProtoMajor == 2 && ref.up.h2 == nil {
 		h.forwardPooled(w, r, ref, st, routes.RequestTimeout)
 	} else {
+		// HTTP/1.x requests, and everything to http2 and grpc groups
+		// (HTTP/2 end to end, trailers and streams relayed as they come).
 		ref.up.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 	}
 	ref.codes[classOf(st.code)].Inc()

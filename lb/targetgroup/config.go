@@ -35,6 +35,14 @@ const (
 	ProtoUDP   = "udp"
 )
 
+// Protocol versions spoken to the targets of http and https groups (ALB's
+// target-group ProtocolVersion).
+const (
+	VersionHTTP1 = "http1"
+	VersionHTTP2 = "http2"
+	VersionGRPC  = "grpc"
+)
+
 // Config is one target group.
 type Config struct {
 	// Name identifies the group in rules, the API and metrics. Required.
@@ -42,6 +50,15 @@ type Config struct {
 	// Protocol spoken to targets: http, https (TLS to targets), tcp or udp.
 	// Default http.
 	Protocol string `yaml:"protocol"`
+	// ProtocolVersion (http and https groups) is the HTTP version spoken
+	// to targets: http1 (HTTP/1.1), http2 (HTTP/2: cleartext with prior
+	// knowledge, h2c, for http groups; TLS with ALPN "h2" for https
+	// groups) or grpc (HTTP/2 as http2, for gRPC: only requests with a
+	// content-type of application/grpc* are forwarded, responses are
+	// streamed unbuffered, request_timeout does not apply). Listeners
+	// forwarding to http2 or grpc groups use the net/http engine. Default
+	// http1.
+	ProtocolVersion string `yaml:"protocol_version"`
 	// Algorithm: round_robin, least_outstanding_requests or
 	// weighted_random. Default round_robin.
 	Algorithm Algorithm `yaml:"algorithm"`
@@ -49,7 +66,9 @@ type Config struct {
 	// admin API; those survive reloads. Default: none.
 	Targets []TargetConfig `yaml:"targets"`
 	// HealthCheck is the active check of every target. Default: an http
-	// check of "/" (tcp connect for tcp groups, none for udp) every 10s.
+	// check of "/" (https for https groups; tcp connect for tcp groups and
+	// for http2 and grpc groups, whose targets may not answer HTTP/1.1;
+	// none for udp) every 10s.
 	HealthCheck HealthCheck `yaml:"health_check"`
 	// Stickiness binds a client to a target with a load-balancer cookie
 	// (HTTP only). Default off.
@@ -91,9 +110,11 @@ type HealthCheck struct {
 	// Disabled turns active checks off: targets are healthy once
 	// registered (passive health still applies). Default false.
 	Disabled bool `yaml:"disabled"`
-	// Protocol of the check: http, https or tcp. Default: http for http
-	// groups, https for https groups, tcp for tcp groups (udp groups are
-	// not checked unless set).
+	// Protocol of the check: http, https (both HTTP/1.1) or tcp. Default:
+	// http for http groups, https for https groups, tcp for tcp groups
+	// and for http2 and grpc groups (the health engine speaks HTTP/1.1
+	// only; set http or https for targets that answer it too); udp groups
+	// are not checked unless set.
 	Protocol string `yaml:"protocol"`
 	// Port to check. Default: the target's traffic port.
 	Port int `yaml:"port"`
@@ -137,6 +158,9 @@ type PassiveHealth struct {
 func (c Config) WithDefaults() Config {
 	if c.Protocol == "" {
 		c.Protocol = ProtoHTTP
+	}
+	if c.ProtocolVersion == "" && (c.Protocol == ProtoHTTP || c.Protocol == ProtoHTTPS) {
+		c.ProtocolVersion = VersionHTTP1
 	}
 	if c.Algorithm == "" {
 		c.Algorithm = RoundRobin
@@ -182,6 +206,15 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, config.Errorf("protocol", "unknown protocol %q (want http, https, tcp or udp)", c.Protocol))
 	}
+	switch c.ProtocolVersion {
+	case "", VersionHTTP1:
+	case VersionHTTP2, VersionGRPC:
+		if c.Protocol != ProtoHTTP && c.Protocol != ProtoHTTPS {
+			errs = append(errs, config.Errorf("protocol_version", "%s needs an http or https group, not %s", c.ProtocolVersion, c.Protocol))
+		}
+	default:
+		errs = append(errs, config.Errorf("protocol_version", "unknown protocol version %q (want http1, http2 or grpc)", c.ProtocolVersion))
+	}
 	switch c.Algorithm {
 	case RoundRobin, LeastOutstandingRequests, WeightedRandom:
 	default:
@@ -222,6 +255,12 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// HTTP2 reports whether the group speaks HTTP/2 to its targets
+// (protocol_version http2 or grpc).
+func (c Config) HTTP2() bool {
+	return c.ProtocolVersion == VersionHTTP2 || c.ProtocolVersion == VersionGRPC
 }
 
 // ValidateTarget checks one target.
@@ -265,12 +304,16 @@ func (c Config) checkConfig(addr string) (health.CheckConfig, bool) {
 	}
 	kind := hc.Protocol
 	if kind == "" {
-		switch c.Protocol {
-		case ProtoHTTP:
+		switch {
+		case c.HTTP2():
+			// The health engine's http checks are HTTP/1.1, which an
+			// HTTP/2-only target (a gRPC server) does not answer.
+			kind = "tcp"
+		case c.Protocol == ProtoHTTP:
 			kind = "http"
-		case ProtoHTTPS:
+		case c.Protocol == ProtoHTTPS:
 			kind = "https"
-		case ProtoTCP:
+		case c.Protocol == ProtoTCP:
 			kind = "tcp"
 		default:
 			return health.CheckConfig{}, false

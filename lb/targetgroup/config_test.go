@@ -1,0 +1,49 @@
+package targetgroup
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/edgestack/edgestack/internal/health"
+)
+
+// TestProtocolVersion: the default, what Validate refuses (naming the
+// field), and the default health check of groups speaking HTTP/2.
+func TestProtocolVersion(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		cfg       Config
+		wantErr   string // "" = valid
+		wantCheck health.Kind
+	}{
+		{"default http1", Config{Name: "g"}, "", health.KindHTTP},
+		{"https http1", Config{Name: "g", Protocol: ProtoHTTPS, ProtocolVersion: VersionHTTP1}, "", health.KindHTTPS},
+		{"h2c checked by tcp", Config{Name: "g", ProtocolVersion: VersionHTTP2}, "", health.KindTCP},
+		{"grpc over tls checked by tcp", Config{Name: "g", Protocol: ProtoHTTPS, ProtocolVersion: VersionGRPC}, "", health.KindTCP},
+		{"explicit http check kept", Config{Name: "g", ProtocolVersion: VersionGRPC, HealthCheck: HealthCheck{Protocol: "http"}}, "", health.KindHTTP},
+		{"unknown version", Config{Name: "g", ProtocolVersion: "http3"}, `protocol_version: unknown protocol version "http3"`, ""},
+		{"http2 on tcp", Config{Name: "g", Protocol: ProtoTCP, ProtocolVersion: VersionHTTP2}, "protocol_version: http2 needs an http or https group, not tcp", ""},
+		{"grpc on udp", Config{Name: "g", Protocol: ProtoUDP, ProtocolVersion: VersionGRPC}, "protocol_version: grpc needs an http or https group, not udp", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.cfg.Validate()
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("Validate() = %v, want %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Validate() = %v", err)
+			}
+			cfg := c.cfg.WithDefaults()
+			if cfg.ProtocolVersion == "" {
+				t.Errorf("no default protocol_version")
+			}
+			cc, ok := cfg.checkConfig("192.0.2.1:80")
+			if !ok || cc.Kind != c.wantCheck {
+				t.Errorf("check %v (%v), want %s", cc.Kind, ok, c.wantCheck)
+			}
+		})
+	}
+}
