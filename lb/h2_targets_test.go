@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,10 +28,13 @@ import (
 //	/stream?id=  "first", flushed; waits for release(id); "second"
 //	/slow        headers after 1 s
 //	/grpc.Echo/Say, /grpc.Echo/Stream  hand-framed gRPC (see grpcFrame)
+//	/grpc.health.v1.Health/Check       SERVING, or NOT_SERVING once notServing is set
 type h2Target struct {
-	addr    string
-	mu      sync.Mutex
-	release map[string]chan struct{}
+	addr       string
+	mu         sync.Mutex
+	release    map[string]chan struct{}
+	notServing atomic.Bool  // what the gRPC health service says
+	says       atomic.Int64 // /grpc.Echo/Say calls answered
 }
 
 func (b *h2Target) gate(id string) chan struct{} {
@@ -80,6 +84,9 @@ func (b *h2Target) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		if r.URL.Path == "/grpc.Echo/Say" {
+			b.says.Add(1)
+		}
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Trailer", "Grpc-Status")
 		_, _ = w.Write(grpcFrame("hello " + string(msg)))
@@ -88,6 +95,21 @@ func (b *h2Target) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			b.wait(r)
 			_, _ = w.Write(grpcFrame("bye"))
 		}
+		w.Header().Set("Grpc-Status", "0")
+	case "/grpc.health.v1.Health/Check":
+		// grpc.health.v1.HealthCheckResponse{status: SERVING (1) or
+		// NOT_SERVING (2)}: field 1, varint.
+		if _, err := readGRPCFrame(r.Body); err != nil || r.ProtoMajor != 2 {
+			http.Error(w, "want gRPC over HTTP/2", http.StatusBadRequest)
+			return
+		}
+		status := "\x08\x01"
+		if b.notServing.Load() {
+			status = "\x08\x02"
+		}
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		_, _ = w.Write(grpcFrame(status))
 		w.Header().Set("Grpc-Status", "0")
 	default:
 		http.NotFound(w, r)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/edgestack/edgestack/internal/config"
 )
@@ -25,15 +26,25 @@ const (
 	KindHTTPS Kind = "https"
 	// KindTCP opens a TCP connection to address and closes it.
 	KindTCP Kind = "tcp"
+	// KindGRPC sends a unary gRPC call (by default grpc.health.v1
+	// Health/Check) to address over cleartext HTTP/2 with prior knowledge
+	// (h2c).
+	KindGRPC Kind = "grpc"
+	// KindGRPCS is KindGRPC over TLS, with ALPN h2.
+	KindGRPCS Kind = "grpcs"
 	// KindCalculated is healthy when at least min_healthy of its children are.
 	KindCalculated Kind = "calculated"
 )
 
 // Kinds lists every Kind, in a fixed order.
-func Kinds() []Kind { return []Kind{KindHTTP, KindHTTPS, KindTCP, KindCalculated} }
+func Kinds() []Kind {
+	return []Kind{KindHTTP, KindHTTPS, KindTCP, KindGRPC, KindGRPCS, KindCalculated}
+}
 
-func (k Kind) probes() bool { return k == KindHTTP || k == KindHTTPS || k == KindTCP }
+func (k Kind) probes() bool { return k == KindTCP || k.isHTTP() || k.isGRPC() }
 func (k Kind) isHTTP() bool { return k == KindHTTP || k == KindHTTPS }
+func (k Kind) isGRPC() bool { return k == KindGRPC || k == KindGRPCS }
+func (k Kind) isTLS() bool  { return k == KindHTTPS || k == KindGRPCS }
 
 // Defaults and limits of CheckConfig.
 const (
@@ -43,6 +54,11 @@ const (
 	DefaultUnhealthyThreshold = 3
 	DefaultPath               = "/"
 	DefaultExpectedStatus     = "200-399"
+	// DefaultGRPCPath is the method grpc and grpcs checks call: the
+	// standard health service, whose answer must also say SERVING.
+	DefaultGRPCPath = "/grpc.health.v1.Health/Check"
+	// DefaultExpectedGRPCStatus is the grpc-status grpc checks accept.
+	DefaultExpectedGRPCStatus = "0"
 
 	// MinInterval and MaxInterval bound interval.
 	MinInterval = 100 * time.Millisecond
@@ -60,25 +76,27 @@ const (
 // Fields that do not apply to the check's kind must be left empty; Validate
 // reports them.
 type CheckConfig struct {
-	// Kind is one of http, https, tcp, calculated. Required.
+	// Kind is one of http, https, tcp, grpc, grpcs, calculated. Required.
 	Kind Kind `yaml:"kind"`
 
 	// Address is the endpoint to probe as host:port; the host may be a name,
 	// an IPv4 address or a bracketed IPv6 address ("[::1]:8080"). For http and
 	// https the port may be left out (default 80 and 443). Required for http,
-	// https and tcp.
+	// https, tcp, grpc and grpcs.
 	Address string `yaml:"address,omitempty"`
-	// Path is the request path (and query) for http and https. Default "/".
+	// Path is the request path (and query) for http and https; for grpc
+	// and grpcs the method called, "/package.Service/Method". Default "/"
+	// (http, https), "/grpc.health.v1.Health/Check" (grpc, grpcs).
 	Path string `yaml:"path,omitempty"`
-	// Host overrides the Host header sent (http, https) and is the default
-	// TLS server name (https). Default: the address.
+	// Host overrides the Host header (:authority for grpc, grpcs) sent and
+	// is the default TLS server name (https, grpcs). Default: the address.
 	Host string `yaml:"host,omitempty"`
 	// ServerName overrides the TLS SNI name, which is also the name the
-	// certificate must be valid for (https only). Default: the host part of
-	// host if set, else of address.
+	// certificate must be valid for (https and grpcs only). Default: the
+	// host part of host if set, else of address.
 	ServerName string `yaml:"server_name,omitempty"`
-	// InsecureSkipVerify skips certificate verification (https only).
-	// Default false.
+	// InsecureSkipVerify skips certificate verification (https and grpcs
+	// only). Default false.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify,omitempty"`
 	// ExpectedStatus lists the status codes that count as success, as
 	// comma-separated codes and inclusive ranges: "200-399", "200,204".
@@ -87,6 +105,15 @@ type CheckConfig struct {
 	// BodyContains, when set, must appear in the first 5,120 bytes of the
 	// response body (http and https only). Default "" (body not checked).
 	BodyContains string `yaml:"body_contains,omitempty"`
+
+	// ExpectedGRPCStatus lists the grpc-status codes that count as success
+	// (grpc and grpcs only; the HTTP status must be 200), with the syntax
+	// of expected_status and codes 0..99: "0", "0,12", "0-99". Default "0".
+	ExpectedGRPCStatus string `yaml:"expected_grpc_status,omitempty"`
+	// GRPCService is the service name asked about in the
+	// grpc.health.v1.HealthCheckRequest (grpc and grpcs with the default
+	// path only). Default "" (the server as a whole).
+	GRPCService string `yaml:"grpc_service,omitempty"`
 
 	// Children lists the IDs of the checks a calculated check combines
 	// (calculated only; required there). A child that does not exist (yet)
@@ -100,14 +127,15 @@ type CheckConfig struct {
 	// Interval is the time between probes (for calculated checks: between
 	// scheduled re-evaluations), 100ms..1h. Default 10s.
 	Interval config.Duration `yaml:"interval,omitempty"`
-	// Timeout bounds one probe and must not exceed interval (http, https,
-	// tcp). Default 2s, or interval when that is shorter.
+	// Timeout bounds one probe, connecting (and the TLS handshake) included,
+	// and must not exceed interval (every kind but calculated). Default 2s,
+	// or interval when that is shorter.
 	Timeout config.Duration `yaml:"timeout,omitempty"`
 	// HealthyThreshold is how many consecutive successful probes make a check
-	// healthy, 1..10 (http, https, tcp). Default 3.
+	// healthy, 1..10 (every kind but calculated). Default 3.
 	HealthyThreshold int `yaml:"healthy_threshold,omitempty"`
 	// UnhealthyThreshold is how many consecutive failed probes make a check
-	// unhealthy, 1..10 (http, https, tcp). Default 3.
+	// unhealthy, 1..10 (every kind but calculated). Default 3.
 	UnhealthyThreshold int `yaml:"unhealthy_threshold,omitempty"`
 
 	// Inverted reports healthy as unhealthy and the reverse (unknown stays
@@ -143,6 +171,14 @@ func (c CheckConfig) WithDefaults() CheckConfig {
 			c.ExpectedStatus = DefaultExpectedStatus
 		}
 	}
+	if c.Kind.isGRPC() {
+		if c.Path == "" {
+			c.Path = DefaultGRPCPath
+		}
+		if c.ExpectedGRPCStatus == "" {
+			c.ExpectedGRPCStatus = DefaultExpectedGRPCStatus
+		}
+	}
 	if c.Kind == KindCalculated && c.MinHealthy == 0 {
 		c.MinHealthy = len(c.Children)
 	}
@@ -169,17 +205,18 @@ func (c CheckConfig) Validate() error {
 		bad("interval", "must be between %v and %v, got %v", MinInterval, MaxInterval, iv)
 	}
 	switch c.Kind {
-	case KindHTTP, KindHTTPS, KindTCP, KindCalculated:
+	case KindHTTP, KindHTTPS, KindTCP, KindGRPC, KindGRPCS, KindCalculated:
 	case "":
-		bad("kind", "required (one of http, https, tcp, calculated)")
+		bad("kind", "required (one of http, https, tcp, grpc, grpcs, calculated)")
 		return errors.Join(errs...) // which other fields apply depends on kind
 	default:
-		bad("kind", "unknown kind %q (want http, https, tcp or calculated)", c.Kind)
+		bad("kind", "unknown kind %q (want http, https, tcp, grpc, grpcs or calculated)", c.Kind)
 		return errors.Join(errs...)
 	}
 
 	if c.Kind.probes() {
-		if err := validateAddress(c.Address, c.Kind == KindTCP); err != nil {
+		// gRPC has no well-known port to default to.
+		if err := validateAddress(c.Address, !c.Kind.isHTTP()); err != nil {
 			bad("address", "%v", err)
 		}
 		if t := c.Timeout.D(); t <= 0 {
@@ -216,13 +253,40 @@ func (c CheckConfig) Validate() error {
 			bad("body_contains", "longer than the %d bytes of body searched (%d bytes)", BodyLimit, len(c.BodyContains))
 		}
 	} else {
-		notFor("path", c.Path != "")
-		notFor("host", c.Host != "")
 		notFor("expected_status", c.ExpectedStatus != "")
 		notFor("body_contains", c.BodyContains != "")
 	}
 
-	if c.Kind == KindHTTPS {
+	if c.Kind.isGRPC() {
+		if err := validateGRPCPath(c.Path); err != nil {
+			bad("path", "%v", err)
+		}
+		if c.Host != "" {
+			if err := validateHostHeader(c.Host); err != nil {
+				bad("host", "%v", err)
+			}
+		}
+		if _, err := ParseGRPCCodes(c.ExpectedGRPCStatus); err != nil {
+			bad("expected_grpc_status", "%v", err)
+		}
+		switch {
+		case c.GRPCService == "":
+		case c.Path != DefaultGRPCPath:
+			// Other methods get an empty request message.
+			bad("grpc_service", "only used with path %s, not %s", DefaultGRPCPath, c.Path)
+		case !utf8.ValidString(c.GRPCService) || len(c.GRPCService) > maxGRPCService:
+			bad("grpc_service", "must be valid UTF-8 of at most %d bytes", maxGRPCService)
+		}
+	} else {
+		notFor("expected_grpc_status", c.ExpectedGRPCStatus != "")
+		notFor("grpc_service", c.GRPCService != "")
+	}
+	if !c.Kind.isHTTP() && !c.Kind.isGRPC() {
+		notFor("path", c.Path != "")
+		notFor("host", c.Host != "")
+	}
+
+	if c.Kind.isTLS() {
 		if c.ServerName != "" {
 			if err := validateHostName(c.ServerName); err != nil {
 				bad("server_name", "%v", err)
@@ -373,6 +437,19 @@ func validateAddress(addr string, needPort bool) error {
 	return nil
 }
 
+// maxGRPCService bounds grpc_service; service names are short.
+const maxGRPCService = 1024
+
+// validateGRPCPath checks a gRPC method path, "/package.Service/Method".
+func validateGRPCPath(p string) error {
+	svc, method, ok := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	if !strings.HasPrefix(p, "/") || !ok || svc == "" || method == "" || strings.Contains(method, "/") ||
+		strings.ContainsAny(p, "?# \t\r\n") {
+		return fmt.Errorf("want a gRPC method like %q, got %q", DefaultGRPCPath, p)
+	}
+	return nil
+}
+
 func validateHostHeader(h string) error {
 	if strings.ContainsAny(h, "/ \t\r\n@?#") || strings.Contains(h, "://") {
 		return fmt.Errorf("want a host name (optionally with :port), got %q", h)
@@ -394,7 +471,7 @@ func validateHostName(h string) error {
 type probeDef struct {
 	kind                                    Kind
 	address, path, host, serverName, status string
-	body                                    string
+	body, grpcStatus, grpcService           string
 	insecure, disabled                      bool
 	children                                string
 	minHealthy                              int
@@ -404,6 +481,7 @@ func (c CheckConfig) def() probeDef {
 	return probeDef{
 		kind: c.Kind, address: c.Address, path: c.Path, host: c.Host, serverName: c.ServerName,
 		status: c.ExpectedStatus, body: c.BodyContains, insecure: c.InsecureSkipVerify,
+		grpcStatus: c.ExpectedGRPCStatus, grpcService: c.GRPCService,
 		disabled: c.Disabled, children: strings.Join(c.Children, "\x00"), minHealthy: c.MinHealthy,
 	}
 }

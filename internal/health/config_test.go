@@ -33,6 +33,11 @@ func TestWithDefaults(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("calculated with defaults: %v", err)
 	}
+	// gRPC checks call the standard health service and want grpc-status 0.
+	g := CheckConfig{Kind: KindGRPCS, Address: "10.0.0.1:50051"}.WithDefaults()
+	if g.Path != DefaultGRPCPath || g.ExpectedGRPCStatus != "0" || g.ExpectedStatus != "" || g.GRPCService != "" || g.HealthyThreshold != 3 {
+		t.Errorf("grpcs defaults = %+v", g)
+	}
 }
 
 func TestValidate(t *testing.T) {
@@ -89,6 +94,25 @@ func TestValidate(t *testing.T) {
 		{"min_healthy negative", func(c *CheckConfig) {
 			c.Kind, c.Address, c.Children, c.MinHealthy = KindCalculated, "", []string{"a"}, -1
 		}, []string{"min_healthy"}},
+		{"valid grpc", func(c *CheckConfig) { c.Kind = KindGRPC }, nil},
+		{"valid grpc with service", func(c *CheckConfig) { c.Kind, c.GRPCService, c.Host = KindGRPC, "my.pkg.Svc", "api.test:50051" }, nil},
+		{"valid grpc ALB path", func(c *CheckConfig) { c.Kind, c.Path, c.ExpectedGRPCStatus = KindGRPC, "/AWS.ALB/healthcheck", "12" }, nil},
+		{"valid grpcs", func(c *CheckConfig) {
+			c.Kind, c.ServerName, c.InsecureSkipVerify, c.ExpectedGRPCStatus = KindGRPCS, "api.test", true, "0, 12-14"
+		}, nil},
+		{"grpc address without port", func(c *CheckConfig) { c.Kind, c.Address = KindGRPC, "10.0.0.1" }, []string{"address"}},
+		{"grpc path not a method", func(c *CheckConfig) { c.Kind, c.Path = KindGRPC, "/healthz" }, []string{"path"}},
+		{"grpc path with query", func(c *CheckConfig) { c.Kind, c.Path = KindGRPC, "/a.B/C?x=1" }, []string{"path"}},
+		{"grpc bad matcher", func(c *CheckConfig) { c.Kind, c.ExpectedGRPCStatus = KindGRPC, "100" }, []string{"expected_grpc_status"}},
+		{"grpc reversed matcher", func(c *CheckConfig) { c.Kind, c.ExpectedGRPCStatus = KindGRPC, "12-0" }, []string{"expected_grpc_status"}},
+		{"grpc service on another path", func(c *CheckConfig) { c.Kind, c.Path, c.GRPCService = KindGRPC, "/a.B/C", "x" }, []string{"grpc_service"}},
+		{"grpc service not UTF-8", func(c *CheckConfig) { c.Kind, c.GRPCService = KindGRPC, "\xff" }, []string{"grpc_service"}},
+		{"http fields on grpc", func(c *CheckConfig) {
+			c.Kind, c.ExpectedStatus, c.BodyContains = KindGRPC, "200", "ok"
+		}, []string{"expected_status", "body_contains"}},
+		{"tls fields on grpc", func(c *CheckConfig) { c.Kind, c.ServerName, c.InsecureSkipVerify = KindGRPC, "x", true }, []string{"server_name", "insecure_skip_verify"}},
+		{"grpc fields on http", func(c *CheckConfig) { c.ExpectedGRPCStatus, c.GRPCService = "0", "x" }, []string{"expected_grpc_status", "grpc_service"}},
+		{"grpc fields on tcp", func(c *CheckConfig) { c.Kind, c.ExpectedGRPCStatus = KindTCP, "0" }, []string{"expected_grpc_status"}},
 		{"several problems at once", func(c *CheckConfig) {
 			c.Address, c.Interval, c.ExpectedStatus = "", config.Duration(time.Millisecond), "abc"
 		}, []string{"address", "interval", "expected_status"}},
@@ -183,6 +207,16 @@ db:
   kind: tcp
   address: 10.0.0.9:5432
   interval: 1s
+orders:
+  kind: grpc
+  address: 10.0.0.7:50051
+  grpc_service: shop.Orders
+alb-style:
+  kind: grpcs
+  address: 10.0.0.8:443
+  path: /AWS.ALB/healthcheck
+  expected_grpc_status: "12"
+  insecure_skip_verify: true
 site:
   kind: calculated
   children: [web, db]
@@ -208,6 +242,10 @@ func TestYAML(t *testing.T) {
 	if web.Kind != KindHTTPS || web.Interval.D() != 5*time.Second || web.Timeout.D() != 1500*time.Millisecond ||
 		web.ExpectedStatus != "200-299,304" || web.BodyContains != `"status":"ok"` || web.Host != "www.example.com" {
 		t.Errorf("web = %+v", web)
+	}
+	if o, a := checks["orders"], checks["alb-style"]; o.Kind != KindGRPC || o.GRPCService != "shop.Orders" ||
+		a.Kind != KindGRPCS || a.ExpectedGRPCStatus != "12" || a.Path != "/AWS.ALB/healthcheck" || !a.InsecureSkipVerify {
+		t.Errorf("orders = %+v, alb-style = %+v", o, a)
 	}
 	if m := checks["maintenance"]; !m.Inverted || !m.Disabled {
 		t.Errorf("maintenance = %+v", m)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
 )
 
 // DefaultMaxConcurrent is the default of Options.MaxConcurrent.
@@ -43,7 +44,8 @@ type Options struct {
 	// transport. An *http.Transport is cloned for https checks that set
 	// server_name, host or insecure_skip_verify, with those applied to the
 	// clone's TLS config; any other RoundTripper is used as it is for every
-	// HTTP probe (it then owns TLS settings).
+	// HTTP probe (it then owns TLS settings). grpc and grpcs probes always
+	// use the engine's own HTTP/2 transports.
 	Transport http.RoundTripper
 }
 
@@ -64,17 +66,18 @@ type Engine struct {
 	// Writes happen with mu held.
 	index sync.Map
 
-	mu         sync.Mutex
-	parents    map[string]map[string]struct{} // child ID -> IDs of calculated checks naming it
-	queue      checkHeap                      // scheduled checks by next run
-	transports map[tlsKey]http.RoundTripper
-	owned      []*http.Transport // transports to close idle connections of
-	workers    int               // probe workers started (at most maxConc)
-	started    bool
-	closed     bool
-	runCtx     context.Context // set by Start
-	cancel     context.CancelFunc
-	wake       chan struct{} // cap 1: the head of queue changed
+	mu           sync.Mutex
+	parents      map[string]map[string]struct{} // child ID -> IDs of calculated checks naming it
+	queue        checkHeap                      // scheduled checks by next run
+	transports   map[tlsKey]http.RoundTripper
+	h2transports map[h2Key]*http2.Transport // gRPC probes (grpc.go)
+	owned        []idleCloser               // transports to close idle connections of
+	workers      int                        // probe workers started (at most maxConc)
+	started      bool
+	closed       bool
+	runCtx       context.Context // set by Start
+	cancel       context.CancelFunc
+	wake         chan struct{} // cap 1: the head of queue changed
 
 	nmu   sync.Mutex // guards events and subs
 	evq   []event
@@ -116,6 +119,9 @@ type subscription struct {
 	cancelled atomic.Bool
 }
 
+// idleCloser is a transport whose idle connections Close closes.
+type idleCloser interface{ CloseIdleConnections() }
+
 type tlsKey struct {
 	insecure   bool
 	serverName string
@@ -137,18 +143,19 @@ func NewEngine(opts Options) (*Engine, error) {
 		return nil, err
 	}
 	return &Engine{
-		log:        opts.Logger,
-		reg:        opts.Registerer,
-		m:          m,
-		maxConc:    opts.MaxConcurrent,
-		jobs:       make(chan *check),
-		dialer:     &net.Dialer{KeepAlive: 30 * time.Second},
-		base:       opts.Transport,
-		bufs:       &sync.Pool{New: func() any { return new([BodyLimit]byte) }},
-		parents:    map[string]map[string]struct{}{},
-		transports: map[tlsKey]http.RoundTripper{},
-		wake:       make(chan struct{}, 1),
-		nwake:      make(chan struct{}, 1),
+		log:          opts.Logger,
+		reg:          opts.Registerer,
+		m:            m,
+		maxConc:      opts.MaxConcurrent,
+		jobs:         make(chan *check),
+		dialer:       &net.Dialer{KeepAlive: 30 * time.Second},
+		base:         opts.Transport,
+		bufs:         &sync.Pool{New: func() any { return new([BodyLimit]byte) }},
+		parents:      map[string]map[string]struct{}{},
+		transports:   map[tlsKey]http.RoundTripper{},
+		h2transports: map[h2Key]*http2.Transport{},
+		wake:         make(chan struct{}, 1),
+		nwake:        make(chan struct{}, 1),
 	}, nil
 }
 
@@ -210,8 +217,11 @@ func (e *Engine) Set(id string, cfg CheckConfig) error {
 		return fmt.Errorf("health: check %q: %w", id, err)
 	}
 	var status StatusRanges
-	if cfg.Kind.isHTTP() {
+	switch {
+	case cfg.Kind.isHTTP():
 		status, _ = ParseStatusRanges(cfg.ExpectedStatus) // validated above
+	case cfg.Kind.isGRPC():
+		status, _ = ParseGRPCCodes(cfg.ExpectedGRPCStatus)
 	}
 
 	e.mu.Lock()
@@ -264,6 +274,8 @@ func (e *Engine) Set(id string, cfg CheckConfig) error {
 		c.prober = &tcpProber{dialer: e.dialer, addr: cfg.Address}
 	case KindHTTP, KindHTTPS:
 		c.prober = e.newHTTPProber(cfg, status)
+	case KindGRPC, KindGRPCS:
+		c.prober = e.newGRPCProber(cfg, status)
 	case KindCalculated:
 		for _, ch := range cfg.Children {
 			if e.parents[ch] == nil {

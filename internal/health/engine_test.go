@@ -645,8 +645,14 @@ func TestMetrics(t *testing.T) {
 	if v := m.value(t, "test_health_probe_failures_total", map[string]string{"kind": "tcp", "reason": "refused"}); v < 1 {
 		t.Errorf("probe_failures_total{tcp,refused} = %v, want >= 1", v)
 	}
-	if n := seriesCount(t, reg, "test_health_probe_failures_total"); n != 3*len(Reasons()) {
-		t.Errorf("%d failure series, want every kind x reason (%d)", n, 3*len(Reasons()))
+	probing := 0
+	for _, k := range Kinds() {
+		if k.probes() {
+			probing++
+		}
+	}
+	if n := seriesCount(t, reg, "test_health_probe_failures_total"); probing != 5 || n != probing*len(Reasons()) {
+		t.Errorf("%d failure series, want every probing kind (%d of 5) x reason (%d)", n, probing, probing*len(Reasons()))
 	}
 	if v := m.value(t, "test_health_probe_duration_seconds", map[string]string{"kind": "http"}); v < 2 {
 		t.Errorf("probe_duration_seconds{http} count = %v, want >= 2", v)

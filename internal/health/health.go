@@ -3,9 +3,9 @@
 // style).
 //
 // An Engine holds any number of checks, each identified by a string ID and
-// described by a CheckConfig. Probing checks (http, https, tcp) are run by one
-// scheduler — a min-heap of next-run times — feeding a bounded pool of probe
-// goroutines; calculated checks combine the states of other checks. Every
+// described by a CheckConfig. Probing checks (http, https, tcp, grpc, grpcs)
+// are run by one scheduler — a min-heap of next-run times — feeding a
+// bounded pool of probe goroutines; calculated checks combine the states of other checks. Every
 // check starts Unknown and moves between Healthy and Unhealthy after
 // healthy_threshold consecutive successes or unhealthy_threshold consecutive
 // failures. Consumers read states without blocking (State), get a fuller
@@ -75,7 +75,8 @@ const (
 	ReasonTimeout Reason = "timeout"
 	// ReasonRefused: the connection was refused.
 	ReasonRefused Reason = "refused"
-	// ReasonStatus: the HTTP status code was not one of expected_status.
+	// ReasonStatus: the HTTP status code was not one of expected_status (not
+	// 200, for grpc checks).
 	ReasonStatus Reason = "status"
 	// ReasonBody: body_contains was not found in the first 5,120 bytes.
 	ReasonBody Reason = "body"
@@ -83,13 +84,22 @@ const (
 	ReasonTLS Reason = "tls"
 	// ReasonDNS: the address's host name could not be resolved.
 	ReasonDNS Reason = "dns"
+	// ReasonGRPCStatus: a gRPC answer's grpc-status was missing, malformed or
+	// not one of expected_grpc_status.
+	ReasonGRPCStatus Reason = "grpc_status"
+	// ReasonNotServing: the grpc.health.v1 service answered, but not SERVING.
+	ReasonNotServing Reason = "not_serving"
+	// ReasonProtocol: the target does not speak HTTP/2, or its gRPC answer is
+	// malformed.
+	ReasonProtocol Reason = "protocol"
 	// ReasonOther: any other failure (reset connection, malformed response, ...).
 	ReasonOther Reason = "other"
 )
 
 // Reasons lists every Reason, in a fixed order.
 func Reasons() []Reason {
-	return []Reason{ReasonTimeout, ReasonRefused, ReasonStatus, ReasonBody, ReasonTLS, ReasonDNS, ReasonOther}
+	return []Reason{ReasonTimeout, ReasonRefused, ReasonStatus, ReasonBody, ReasonTLS, ReasonDNS,
+		ReasonGRPCStatus, ReasonNotServing, ReasonProtocol, ReasonOther}
 }
 
 // Result is the outcome of one probe, or of one evaluation of a calculated

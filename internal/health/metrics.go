@@ -31,7 +31,7 @@ func newMetrics(reg prometheus.Registerer, ns string) (*metrics, error) {
 		}, []string{"kind"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "health", Name: "probe_failures_total",
-			Help: "Failed health check probes by kind and reason (timeout, refused, status, body, tls, dns, other).",
+			Help: "Failed health check probes by kind and reason (timeout, refused, status, body, tls, dns, grpc_status, not_serving, protocol, other).",
 		}, []string{"kind", "reason"}),
 		durationBy: map[Kind]prometheus.Observer{},
 		failuresBy: map[Kind]map[Reason]prometheus.Counter{},

@@ -1,19 +1,19 @@
 package health
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 )
 
-// StatusRange is an inclusive range of HTTP status codes.
+// StatusRange is an inclusive range of HTTP (or gRPC) status codes.
 type StatusRange struct {
 	Lo, Hi int
 }
 
-// StatusRanges is a set of HTTP status codes written as a comma-separated
-// list of codes and ranges, e.g. "200-399" or "200,204" or "200-299,301".
+// StatusRanges is a set of HTTP status codes (or gRPC status codes, from
+// ParseGRPCCodes) written as a comma-separated list of codes and ranges,
+// e.g. "200-399" or "200,204" or "200-299,301".
 type StatusRanges []StatusRange
 
 // Limits of a status code accepted by ParseStatusRanges.
@@ -27,27 +27,47 @@ const (
 // within 100..599 and each range's low end must not exceed its high end.
 // Whitespace around items and around the dash is ignored; empty items are not.
 func ParseStatusRanges(s string) (StatusRanges, error) {
+	return parseRanges(s, "status", "\"200-399\" or \"200,204\"", parseStatusCode)
+}
+
+// Limits of a gRPC status code accepted by ParseGRPCCodes: ALB's matcher
+// range, wider than the 17 codes gRPC defines today.
+const (
+	minGRPCCode = 0
+	maxGRPCCode = 99
+)
+
+// ParseGRPCCodes parses a comma-separated list of gRPC status codes and
+// inclusive ranges ("0", "0,12", "0-99"), with the syntax of
+// ParseStatusRanges. Codes are one or two digits, 0..99.
+func ParseGRPCCodes(s string) (StatusRanges, error) {
+	return parseRanges(s, "grpc code", "\"0\" or \"0,12\" or \"0-99\"", parseGRPCCode)
+}
+
+// parseRanges parses a list of codes and ranges; what names the codes in
+// errors, example shows a valid list and code parses one code.
+func parseRanges(s, what, example string, code func(string) (int, error)) (StatusRanges, error) {
 	if strings.TrimSpace(s) == "" {
-		return nil, errors.New("empty status list (want e.g. \"200-399\" or \"200,204\")")
+		return nil, fmt.Errorf("empty %s list (want e.g. %s)", what, example)
 	}
 	var out StatusRanges
 	for item := range strings.SplitSeq(s, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
-			return nil, fmt.Errorf("empty item in status list %q", s)
+			return nil, fmt.Errorf("empty item in %s list %q", what, s)
 		}
 		lo, hi, isRange := strings.Cut(item, "-")
-		l, err := parseStatusCode(strings.TrimSpace(lo))
+		l, err := code(strings.TrimSpace(lo))
 		if err != nil {
-			return nil, fmt.Errorf("status list %q: %w", s, err)
+			return nil, fmt.Errorf("%s list %q: %w", what, s, err)
 		}
 		h := l
 		if isRange {
-			if h, err = parseStatusCode(strings.TrimSpace(hi)); err != nil {
-				return nil, fmt.Errorf("status list %q: %w", s, err)
+			if h, err = code(strings.TrimSpace(hi)); err != nil {
+				return nil, fmt.Errorf("%s list %q: %w", what, s, err)
 			}
 			if l > h {
-				return nil, fmt.Errorf("status list %q: range %d-%d is reversed", s, l, h)
+				return nil, fmt.Errorf("%s list %q: range %d-%d is reversed", what, s, l, h)
 			}
 		}
 		out = append(out, StatusRange{Lo: l, Hi: h})
@@ -56,13 +76,8 @@ func ParseStatusRanges(s string) (StatusRanges, error) {
 }
 
 func parseStatusCode(s string) (int, error) {
-	if len(s) != 3 {
+	if len(s) != 3 || !allDigits(s) {
 		return 0, fmt.Errorf("status code %q is not three digits", s)
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, fmt.Errorf("status code %q is not three digits", s)
-		}
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil {
@@ -72,6 +87,26 @@ func parseStatusCode(s string) (int, error) {
 		return 0, fmt.Errorf("status code %d is outside %d..%d", n, minStatus, maxStatus)
 	}
 	return n, nil
+}
+
+func parseGRPCCode(s string) (int, error) {
+	if len(s) < 1 || len(s) > 2 || !allDigits(s) {
+		return 0, fmt.Errorf("grpc code %q is not a number %d..%d", s, minGRPCCode, maxGRPCCode)
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("grpc code %q: %w", s, err)
+	}
+	return n, nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Contains reports whether code is in one of the ranges.

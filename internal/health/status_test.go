@@ -61,6 +61,37 @@ func TestStatusRangesContains(t *testing.T) {
 	}
 }
 
+func TestParseGRPCCodes(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    StatusRanges
+		wantErr bool
+	}{
+		{"0", StatusRanges{{0, 0}}, false},
+		{"12", StatusRanges{{12, 12}}, false},
+		{"0,12", StatusRanges{{0, 0}, {12, 12}}, false},
+		{"0-99", StatusRanges{{0, 99}}, false},
+		{" 0 - 2 , 14 ", StatusRanges{{0, 2}, {14, 14}}, false},
+		{"", nil, true},
+		{"100", nil, true},
+		{"-1", nil, true},
+		{"12-0", nil, true},
+		{"0,", nil, true},
+		{"x", nil, true},
+		{"200", nil, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseGRPCCodes(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("ParseGRPCCodes(%q) error = %v, want error %v", tt.in, err, tt.wantErr)
+			continue
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("ParseGRPCCodes(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
 // FuzzParseStatusRanges checks that the parser never panics, that whatever it
 // accepts is within 100..599 with ordered ends, and that String gives back an
 // equivalent list.

@@ -66,9 +66,10 @@ type Config struct {
 	// admin API; those survive reloads. Default: none.
 	Targets []TargetConfig `yaml:"targets"`
 	// HealthCheck is the active check of every target. Default: an http
-	// check of "/" (https for https groups; tcp connect for tcp groups and
-	// for http2 and grpc groups, whose targets may not answer HTTP/1.1;
-	// none for udp) every 10s.
+	// check of "/" (https for https groups; for grpc groups a grpc check,
+	// grpcs in https groups, of grpc.health.v1 Health/Check; tcp connect
+	// for tcp groups and for http2 groups, whose targets may not answer
+	// HTTP/1.1; none for udp) every 10s.
 	HealthCheck HealthCheck `yaml:"health_check"`
 	// Stickiness binds a client to a target with a load-balancer cookie
 	// (HTTP only). Default off.
@@ -110,20 +111,26 @@ type HealthCheck struct {
 	// Disabled turns active checks off: targets are healthy once
 	// registered (passive health still applies). Default false.
 	Disabled bool `yaml:"disabled"`
-	// Protocol of the check: http, https (both HTTP/1.1) or tcp. Default:
-	// http for http groups, https for https groups, tcp for tcp groups
-	// and for http2 and grpc groups (the health engine speaks HTTP/1.1
-	// only; set http or https for targets that answer it too); udp groups
-	// are not checked unless set.
+	// Protocol of the check: http, https (both HTTP/1.1), grpc (a unary
+	// gRPC call over h2c), grpcs (the same over TLS with ALPN h2) or tcp.
+	// Default: http for http groups, https for https groups; for grpc
+	// groups grpc (grpcs in https groups); tcp for tcp groups and for
+	// http2 groups (set http or https for targets that answer HTTP/1.1
+	// too); udp groups are not checked unless set.
 	Protocol string `yaml:"protocol"`
 	// Port to check. Default: the target's traffic port.
 	Port int `yaml:"port"`
-	// Path of http(s) checks. Default "/".
+	// Path of http(s) checks, or the method grpc(s) checks call. Default
+	// "/" (http, https), "/grpc.health.v1.Health/Check" (grpc, grpcs,
+	// which must then also answer SERVING).
 	Path string `yaml:"path"`
-	// Host header of http(s) checks. Default: the target address.
+	// Host header (:authority) of http(s) and grpc(s) checks. Default:
+	// the target address.
 	Host string `yaml:"host"`
-	// Matcher lists the status codes that pass, e.g. "200-399" or
-	// "200,204". Default "200-399".
+	// Matcher lists the codes that pass: HTTP status codes for http(s),
+	// e.g. "200-399" or "200,204"; grpc-status codes for grpc(s), e.g.
+	// "0" or "0-99" ("12" for ALB's /AWS.ALB/healthcheck path). Default
+	// "200-399" (http, https), "0" (grpc, grpcs).
 	Matcher string `yaml:"matcher"`
 	// Interval between checks. Default 10s.
 	Interval config.Duration `yaml:"interval"`
@@ -251,7 +258,7 @@ func (c Config) Validate() error {
 		if cc, ok := c.checkConfig("192.0.2.1:80"); ok {
 			errs = append(errs, config.Nest("health_check", mapCheckErrors(cc.Validate())))
 		} else if c.HealthCheck.Protocol != "" {
-			errs = append(errs, config.Errorf("health_check.protocol", "unknown protocol %q (want http, https or tcp)", c.HealthCheck.Protocol))
+			errs = append(errs, config.Errorf("health_check.protocol", "unknown protocol %q (want http, https, grpc, grpcs or tcp)", c.HealthCheck.Protocol))
 		}
 	}
 	return errors.Join(errs...)
@@ -280,7 +287,7 @@ func ValidateTarget(t TargetConfig) error {
 
 // mapCheckErrors renames the health engine's field names to ours.
 func mapCheckErrors(err error) error {
-	rename := map[string]string{"expected_status": "matcher", "kind": "protocol", "address": "port"}
+	rename := map[string]string{"expected_status": "matcher", "expected_grpc_status": "matcher", "kind": "protocol", "address": "port"}
 	var out []error
 	for _, e := range config.Flatten(err) {
 		var fe *config.FieldError
@@ -305,9 +312,14 @@ func (c Config) checkConfig(addr string) (health.CheckConfig, bool) {
 	kind := hc.Protocol
 	if kind == "" {
 		switch {
+		case c.ProtocolVersion == VersionGRPC && c.Protocol == ProtoHTTPS:
+			kind = string(health.KindGRPCS) // grpc.health.v1, as ALB checks gRPC groups
+		case c.ProtocolVersion == VersionGRPC:
+			kind = string(health.KindGRPC)
 		case c.HTTP2():
 			// The health engine's http checks are HTTP/1.1, which an
-			// HTTP/2-only target (a gRPC server) does not answer.
+			// HTTP/2-only target does not answer, and a plain HTTP/2
+			// target need not implement gRPC health.
 			kind = "tcp"
 		case c.Protocol == ProtoHTTP:
 			kind = "http"
@@ -319,8 +331,8 @@ func (c Config) checkConfig(addr string) (health.CheckConfig, bool) {
 			return health.CheckConfig{}, false
 		}
 	}
-	switch kind {
-	case "http", "https", "tcp":
+	switch health.Kind(kind) {
+	case health.KindHTTP, health.KindHTTPS, health.KindTCP, health.KindGRPC, health.KindGRPCS:
 	default:
 		return health.CheckConfig{}, false
 	}
@@ -337,10 +349,13 @@ func (c Config) checkConfig(addr string) (health.CheckConfig, bool) {
 		HealthyThreshold:   hc.HealthyThreshold,
 		UnhealthyThreshold: hc.UnhealthyThreshold,
 	}
-	if kind != "tcp" {
+	switch health.Kind(kind) {
+	case health.KindHTTP, health.KindHTTPS:
 		cc.Path, cc.Host, cc.ExpectedStatus = hc.Path, hc.Host, hc.Matcher
-		cc.InsecureSkipVerify = kind == "https" && c.InsecureSkipVerify
+	case health.KindGRPC, health.KindGRPCS:
+		cc.Path, cc.Host, cc.ExpectedGRPCStatus = hc.Path, hc.Host, hc.Matcher
 	}
+	cc.InsecureSkipVerify = (kind == "https" || kind == "grpcs") && c.InsecureSkipVerify
 	return cc, true
 }
 
