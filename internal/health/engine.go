@@ -735,15 +735,7 @@ func (e *Engine) notify(ctx context.Context) {
 
 // newHTTPProber builds the prober of an http or https check. e.mu is held.
 func (e *Engine) newHTTPProber(cfg CheckConfig, status StatusRanges) *httpProber {
-	scheme := "http"
-	var key tlsKey
-	if cfg.Kind == KindHTTPS {
-		scheme = "https"
-		key = tlsKey{insecure: cfg.InsecureSkipVerify, serverName: cfg.ServerName}
-		if key.serverName == "" && cfg.Host != "" {
-			key.serverName = hostOnly(cfg.Host)
-		}
-	}
+	scheme, key := targetTLS(cfg, cfg.Kind == KindHTTPS)
 	p := &httpProber{
 		rt:     e.transportFor(key),
 		url:    scheme + "://" + cfg.Address + cfg.Path,
@@ -755,6 +747,20 @@ func (e *Engine) newHTTPProber(cfg CheckConfig, status StatusRanges) *httpProber
 		p.body = []byte(cfg.BodyContains)
 	}
 	return p
+}
+
+// targetTLS returns the URL scheme of a check and, when secure, how its
+// target's certificate is verified (the server name defaults to the Host
+// override's name).
+func targetTLS(cfg CheckConfig, secure bool) (string, tlsKey) {
+	if !secure {
+		return "http", tlsKey{}
+	}
+	key := tlsKey{insecure: cfg.InsecureSkipVerify, serverName: cfg.ServerName}
+	if key.serverName == "" && cfg.Host != "" {
+		key.serverName = hostOnly(cfg.Host)
+	}
+	return "https", key
 }
 
 // hostOnly strips a port and IPv6 brackets from a Host value.

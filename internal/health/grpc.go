@@ -406,15 +406,8 @@ func firstLine(b []byte) string {
 
 // newGRPCProber builds the prober of a grpc or grpcs check. e.mu is held.
 func (e *Engine) newGRPCProber(cfg CheckConfig, codes StatusRanges) *grpcProber {
-	scheme := "http"
-	key := h2Key{}
-	if cfg.Kind == KindGRPCS {
-		scheme = "https"
-		key = h2Key{tls: true, insecure: cfg.InsecureSkipVerify, serverName: cfg.ServerName}
-		if key.serverName == "" && cfg.Host != "" {
-			key.serverName = hostOnly(cfg.Host)
-		}
-	}
+	scheme, tk := targetTLS(cfg, cfg.Kind == KindGRPCS)
+	key := h2Key{tls: scheme == "https", insecure: tk.insecure, serverName: tk.serverName}
 	p := &grpcProber{
 		rt:     e.h2TransportFor(key),
 		url:    scheme + "://" + cfg.Address + cfg.Path,
