@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +44,23 @@ listeners:
 			t.Fatalf("%s: %d %q", l, code, body)
 		}
 	}
+	// Bytes both ways on each listener: at least the request line sent and
+	// the status line plus body received.
+	// Connections add their bytes every 64 KiB and when they close: at
+	// least the request line in, the status line plus body out.
+	client.CloseIdleConnections()
+	minIn, minOut := float64(len("GET /page?x=1 HTTP/1.1\r\n")), float64(len("HTTP/1.1 200 OK\r\n")+len("b"))
+	waitUntil(t, 3*time.Second, "client bytes of both listeners counted", func() bool {
+		text := h.metrics()
+		for _, l := range []string{"fast", "std"} {
+			in, _ := metricValue(text, `edgestack_lbd_http_bytes_total{direction="in",listener="`+l+`"}`)
+			out, _ := metricValue(text, `edgestack_lbd_http_bytes_total{direction="out",listener="`+l+`"}`)
+			if in < minIn || out < minOut {
+				return false
+			}
+		}
+		return true
+	})
 	mfs, err := h.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -72,4 +90,15 @@ listeners:
 			t.Errorf("entry %v", e)
 		}
 	}
+}
+
+// metricValue returns the value of one series in Prometheus text output.
+func metricValue(text, series string) (float64, bool) {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
 }

@@ -43,8 +43,9 @@ type Service struct {
 	alog   *accesslog.Logger
 	alogF  io.Closer
 
-	active   *prometheus.GaugeVec
-	rejected *prometheus.CounterVec
+	active    *prometheus.GaugeVec
+	rejected  *prometheus.CounterVec
+	httpBytes *prometheus.CounterVec // listener, direction
 
 	socks     sockets
 	mu        sync.Mutex // serialises Start, Reload, Shutdown
@@ -102,7 +103,9 @@ func NewService(deps app.Deps, cfg *Config) (app.Service[*Config], error) {
 		Help: "Open client connections (UDP: flows) by listener."}, []string{"listener"})
 	s.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "desync_rejected_total",
 		Help: "HTTP/1.1 requests refused by the desync guard, by listener and reason."}, []string{"listener", "reason"})
-	for _, c := range []prometheus.Collector{s.active, s.rejected} {
+	s.httpBytes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "http_bytes_total",
+		Help: "Bytes read from (in) and written to (out) clients of HTTP(S) listeners, TLS records included."}, []string{"listener", "direction"})
+	for _, c := range []prometheus.Collector{s.active, s.rejected, s.httpBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("lb: metrics: %w", err)
 		}
@@ -396,6 +399,7 @@ func (s *Service) bind(l *listener) error {
 		sopts := l7.ServerOptions{
 			IdleTimeout: lc.IdleTimeout.D(), ReadHeaderTimeout: lc.ReadHeaderTimeout.D(), MaxHeaderBytes: lc.MaxHeaderBytes,
 			MaxConnections: lc.MaxConnections, TLS: tcfg, Active: active, Logger: s.log.With("listener", name),
+			BytesIn: s.httpBytes.WithLabelValues(name, "in"), BytesOut: s.httpBytes.WithLabelValues(name, "out"),
 			OnReject:  func(r httpguard.Result) { s.rejected.WithLabelValues(name, r.Reason).Inc() },
 			AccessLog: s.alog,
 		}

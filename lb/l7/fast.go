@@ -72,7 +72,7 @@ func (s *FastServer) Serve(ln net.Listener) error {
 		ln = netutil.LimitListener(ln, s.opts.MaxConnections)
 	}
 	if s.opts.Active != nil {
-		ln = &countingListener{Listener: ln, active: s.opts.Active}
+		ln = &countingListener{Listener: ln, active: s.opts.Active, in: s.opts.BytesIn, out: s.opts.BytesOut}
 	}
 	s.mu.Lock()
 	if s.quit.Load() {
