@@ -132,6 +132,10 @@ type HealthCheck struct {
 	// "0" or "0-99" ("12" for ALB's /AWS.ALB/healthcheck path). Default
 	// "200-399" (http, https), "0" (grpc, grpcs).
 	Matcher string `yaml:"matcher"`
+	// GRPCService is the service name a grpc(s) check asks the
+	// grpc.health.v1 Check method about. Default "" (the server as a
+	// whole). Only with the default path.
+	GRPCService string `yaml:"grpc_service"`
 	// Interval between checks. Default 10s.
 	Interval config.Duration `yaml:"interval"`
 	// Timeout of one check. Default 2s (or interval when shorter).
@@ -355,6 +359,8 @@ func (c Config) checkConfig(addr string) (health.CheckConfig, bool) {
 	case health.KindGRPC, health.KindGRPCS:
 		cc.Path, cc.Host, cc.ExpectedGRPCStatus = hc.Path, hc.Host, hc.Matcher
 	}
+	// Set for every kind, so the engine names it when it does not apply.
+	cc.GRPCService = hc.GRPCService
 	cc.InsecureSkipVerify = (kind == "https" || kind == "grpcs") && c.InsecureSkipVerify
 	return cc, true
 }

@@ -27,6 +27,9 @@ func TestProtocolVersion(t *testing.T) {
 		{"ALB's gRPC path", Config{Name: "g", ProtocolVersion: VersionGRPC, HealthCheck: HealthCheck{Path: "/AWS.ALB/healthcheck", Matcher: "12"}}, "", health.KindGRPC},
 		{"grpc matcher out of range", Config{Name: "g", ProtocolVersion: VersionGRPC, HealthCheck: HealthCheck{Matcher: "200"}}, "health_check.matcher: grpc code list", ""},
 		{"grpc path not a method", Config{Name: "g", ProtocolVersion: VersionGRPC, HealthCheck: HealthCheck{Path: "/healthz"}}, "health_check.path: want a gRPC method", ""},
+		{"grpc service asked about", Config{Name: "g", ProtocolVersion: VersionGRPC, HealthCheck: HealthCheck{GRPCService: "users.v1.Users"}}, "", health.KindGRPC},
+		{"grpc service on an http check", Config{Name: "g", HealthCheck: HealthCheck{GRPCService: "users.v1.Users"}}, "health_check.grpc_service", ""},
+		{"grpc service with ALB's path", Config{Name: "g", ProtocolVersion: VersionGRPC, HealthCheck: HealthCheck{Path: "/AWS.ALB/healthcheck", Matcher: "12", GRPCService: "x"}}, "health_check.grpc_service", ""},
 		{"unknown version", Config{Name: "g", ProtocolVersion: "http3"}, `protocol_version: unknown protocol version "http3"`, ""},
 		{"http2 on tcp", Config{Name: "g", Protocol: ProtoTCP, ProtocolVersion: VersionHTTP2}, "protocol_version: http2 needs an http or https group, not tcp", ""},
 		{"grpc on udp", Config{Name: "g", Protocol: ProtoUDP, ProtocolVersion: VersionGRPC}, "protocol_version: grpc needs an http or https group, not udp", ""},
@@ -58,8 +61,8 @@ func TestProtocolVersion(t *testing.T) {
 				if c.cfg.HealthCheck.Path != "" {
 					wantPath, wantMatcher = c.cfg.HealthCheck.Path, c.cfg.HealthCheck.Matcher
 				}
-				if d.Path != wantPath || d.ExpectedGRPCStatus != wantMatcher || d.ExpectedStatus != "" {
-					t.Errorf("grpc check %+v, want path %s matcher %s", d, wantPath, wantMatcher)
+				if d.Path != wantPath || d.ExpectedGRPCStatus != wantMatcher || d.ExpectedStatus != "" || d.GRPCService != c.cfg.HealthCheck.GRPCService {
+					t.Errorf("grpc check %+v, want path %s matcher %s service %q", d, wantPath, wantMatcher, c.cfg.HealthCheck.GRPCService)
 				}
 			}
 		})
