@@ -52,8 +52,6 @@ func newBackend(t *testing.T, name string, h http.HandlerFunc) *backend {
 	return b
 }
 
-func (b *backend) stop() { _ = b.srv.Close() }
-
 // lbHarness is a running Service.
 type lbHarness struct {
 	t     *testing.T

@@ -96,7 +96,6 @@ type Conn struct {
 	in        []byte // raw bytes read, not yet processed
 	out       []byte // processed bytes for the reader
 	outOff    int
-	line      []byte // partial chunk-size or trailer line
 	err       error
 	rejected  atomic.Bool
 	scratch   [4096]byte

@@ -193,7 +193,6 @@ type exchange struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	head     []byte
-	out      []byte
 	clientIP string
 	src      netip.Addr
 	deadline time.Time // current deadline of the client connection
@@ -252,7 +251,7 @@ func (s *FastServer) serveConn(fc *fconn) {
 		if s.quit.Load() {
 			return
 		}
-		if b, _ := x.br.Peek(x.br.Buffered()); bytes.Index(b, headEnd) < 0 {
+		if b, _ := x.br.Peek(x.br.Buffered()); !bytes.Contains(b, headEnd) {
 			// The head is still arriving: bound how long it may take.
 			x.deadline = time.Now().Add(s.opts.ReadHeaderTimeout)
 			_ = fc.c.SetReadDeadline(x.deadline)
