@@ -18,8 +18,7 @@ type socket struct {
 	ln    net.Listener
 	conns chan net.Conn
 	err   chan error
-	mu    sync.Mutex
-	refs  int
+	refs  int // guarded by owner.mu
 	owner *sockets
 }
 

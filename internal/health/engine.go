@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/http2"
 )
 
 // DefaultMaxConcurrent is the default of Options.MaxConcurrent.
@@ -70,9 +69,9 @@ type Engine struct {
 	parents      map[string]map[string]struct{} // child ID -> IDs of calculated checks naming it
 	queue        checkHeap                      // scheduled checks by next run
 	transports   map[tlsKey]http.RoundTripper
-	h2transports map[h2Key]*http2.Transport // gRPC probes (grpc.go)
-	owned        []idleCloser               // transports to close idle connections of
-	workers      int                        // probe workers started (at most maxConc)
+	h2transports map[h2Key]*http.Transport // gRPC probes (grpc.go)
+	owned        []idleCloser              // transports to close idle connections of
+	workers      int                       // probe workers started (at most maxConc)
 	started      bool
 	closed       bool
 	runCtx       context.Context // set by Start
@@ -153,7 +152,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		bufs:         &sync.Pool{New: func() any { return new([BodyLimit]byte) }},
 		parents:      map[string]map[string]struct{}{},
 		transports:   map[tlsKey]http.RoundTripper{},
-		h2transports: map[h2Key]*http2.Transport{},
+		h2transports: map[h2Key]*http.Transport{},
 		wake:         make(chan struct{}, 1),
 		nwake:        make(chan struct{}, 1),
 	}, nil

@@ -65,7 +65,7 @@ const maxGRPCMessage = 200
 
 // grpcProber makes one unary gRPC call.
 type grpcProber struct {
-	rt     http.RoundTripper // an *http2.Transport shared by the engine
+	rt     http.RoundTripper // an HTTP/2-only *http.Transport shared by the engine
 	url    string
 	host   string // :authority override, or ""
 	codes  StatusRanges
@@ -318,24 +318,25 @@ type h2Key struct {
 // k, creating it on first use. Like the HTTP transports, it is shared by
 // every check with the same settings, and HTTP/2 multiplexes their probes
 // of one target over one connection. e.mu is held.
-func (e *Engine) h2TransportFor(k h2Key) *http2.Transport {
+func (e *Engine) h2TransportFor(k h2Key) *http.Transport {
 	if t, ok := e.h2transports[k]; ok {
 		return t
 	}
-	t := &http2.Transport{
-		DisableCompression: true,
-		IdleConnTimeout:    90 * time.Second,
+	// net/http's own HTTP/2 client, limited to HTTP/2 by Protocols.
+	t := &http.Transport{
+		DisableCompression:     true,
+		IdleConnTimeout:        90 * time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+		Protocols:              new(http.Protocols),
 		// A probe's timeout resets its stream but keeps the connection; a
 		// target that vanished without a reset is noticed by a PING after
 		// 15 s of silence (5 s to answer), so later probes dial again.
-		ReadIdleTimeout:   15 * time.Second,
-		PingTimeout:       5 * time.Second,
-		MaxHeaderListSize: 64 << 10,
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second},
 	}
 	dial := e.dialer.DialContext
 	if !k.tls {
-		t.AllowHTTP = true
-		t.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		t.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+		t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, err
@@ -343,7 +344,8 @@ func (e *Engine) h2TransportFor(k h2Key) *http2.Transport {
 			return &h1Sniffer{Conn: c}, nil
 		}
 	} else {
-		t.TLSClientConfig = &tls.Config{
+		t.Protocols.SetHTTP2(true)
+		base := &tls.Config{
 			MinVersion:         tls.VersionTLS12,
 			InsecureSkipVerify: k.insecure, //nolint:gosec // only when the check asks for it
 			ServerName:         k.serverName,
@@ -351,10 +353,14 @@ func (e *Engine) h2TransportFor(k h2Key) *http2.Transport {
 			// handshake and is named as such rather than as a TLS failure.
 			NextProtos: []string{http2.NextProtoTLS, "http/1.1"},
 		}
-		t.DialTLSContext = func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
+		t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, err
+			}
+			cfg := base.Clone()
+			if host, _, err := net.SplitHostPort(addr); err == nil && cfg.ServerName == "" {
+				cfg.ServerName = host
 			}
 			tc := tls.Client(c, cfg)
 			if err := tc.HandshakeContext(ctx); err != nil {

@@ -29,32 +29,36 @@ const StatusIncompatibleProtocol = 464
 var errNoH2 = errors.New("target did not negotiate HTTP/2 (ALPN h2)")
 
 // newH2Transport returns the HTTP/2 transport of one upstream: d dials
-// (its timeout is connect_timeout), tlsConf is nil for h2c.
-func newH2Transport(d *net.Dialer, tlsConf *tls.Config, connect time.Duration) *http2.Transport {
-	t := &http2.Transport{
+// (its timeout is connect_timeout), tlsConf is nil for h2c. It is
+// net/http's own HTTP/2 client, limited to HTTP/2 by Protocols.
+func newH2Transport(d *net.Dialer, tlsConf *tls.Config, connect time.Duration) *http.Transport {
+	t := &http.Transport{
 		DisableCompression: true,
 		IdleConnTimeout:    90 * time.Second,
+		Protocols:          new(http.Protocols),
 		// A target that vanished without a reset would otherwise hold its
 		// streams (gRPC ones have no request timeout) until the kernel
 		// gives up: a PING after 30 s of silence, 15 s to answer.
-		ReadIdleTimeout: 30 * time.Second,
-		PingTimeout:     15 * time.Second,
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 	}
 	if tlsConf == nil {
-		t.AllowHTTP = true
-		t.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return d.DialContext(ctx, network, addr)
-		}
+		t.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+		t.DialContext = d.DialContext
 		return t
 	}
-	t.TLSClientConfig = tlsConf.Clone()
+	t.Protocols.SetHTTP2(true)
+	base := tlsConf.Clone()
 	// http/1.1 offered too, so that a target without HTTP/2 completes
 	// the handshake (rather than refusing it) and is named as such.
-	t.TLSClientConfig.NextProtos = []string{http2.NextProtoTLS, "http/1.1"}
-	t.DialTLSContext = func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
+	base.NextProtos = []string{http2.NextProtoTLS, "http/1.1"}
+	t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
+		}
+		cfg := base.Clone()
+		if host, _, err := net.SplitHostPort(addr); err == nil && cfg.ServerName == "" {
+			cfg.ServerName = host
 		}
 		tc := tls.Client(c, cfg)
 		hctx, cancel := context.WithTimeout(ctx, connect)

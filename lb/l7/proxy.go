@@ -27,7 +27,6 @@ import (
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/http2"
 )
 
 // Kind of a route's action.
@@ -132,8 +131,8 @@ type upKey struct {
 
 // upstream is one transport and the reverse proxy using it.
 type upstream struct {
-	tr     *http.Transport  // http1 groups
-	h2     *http2.Transport // http2 and grpc groups (h2.go)
+	tr     *http.Transport // http1 groups
+	h2     *http.Transport // http2 and grpc groups (h2.go): HTTP/2 only
 	grpc   bool
 	tls    *tls.Config // https groups
 	rp     *httputil.ReverseProxy
