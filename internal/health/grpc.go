@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/http2"
+	"github.com/edgestack/edgestack/internal/h2client"
 )
 
 // gRPC checks speak just enough gRPC by hand — one unary call, one
@@ -184,7 +184,7 @@ func describeGRPC(code int, resp *http.Response) string {
 func classifyGRPC(ctx context.Context, err error) Reason {
 	// x/net/http2 says so when the server answered the preface with
 	// HTTP/1.1 before our connection wrapper could (a partial first read).
-	if errors.Is(err, errNotHTTP2) || strings.Contains(err.Error(), "looked like an HTTP/1.1 header") {
+	if errors.Is(err, errNotHTTP2) || errors.Is(err, h2client.ErrNoH2) || strings.Contains(err.Error(), "looked like an HTTP/1.1 header") {
 		return ReasonProtocol
 	}
 	return classify(ctx, err)
@@ -322,58 +322,31 @@ func (e *Engine) h2TransportFor(k h2Key) *http.Transport {
 	if t, ok := e.h2transports[k]; ok {
 		return t
 	}
-	// net/http's own HTTP/2 client, limited to HTTP/2 by Protocols.
-	t := &http.Transport{
-		DisableCompression:     true,
-		IdleConnTimeout:        90 * time.Second,
-		MaxResponseHeaderBytes: 64 << 10,
-		Protocols:              new(http.Protocols),
+	o := h2client.Options{
+		IdleConnTimeout: 90 * time.Second, MaxResponseHeaderBytes: 64 << 10,
 		// A probe's timeout resets its stream but keeps the connection; a
 		// target that vanished without a reset is noticed by a PING after
 		// 15 s of silence (5 s to answer), so later probes dial again.
-		HTTP2: &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second},
+		SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second,
 	}
 	dial := e.dialer.DialContext
-	if !k.tls {
-		t.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
-		t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if k.tls {
+		o.Dial = dial
+		o.TLS = &tls.Config{
+			MinVersion:         tls.VersionTLS12,
+			InsecureSkipVerify: k.insecure, //nolint:gosec // only when the check asks for it
+			ServerName:         k.serverName,
+		}
+	} else {
+		o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
 			return &h1Sniffer{Conn: c}, nil
 		}
-	} else {
-		t.Protocols.SetHTTP2(true)
-		base := &tls.Config{
-			MinVersion:         tls.VersionTLS12,
-			InsecureSkipVerify: k.insecure, //nolint:gosec // only when the check asks for it
-			ServerName:         k.serverName,
-			// http/1.1 too, so that a target without HTTP/2 completes the
-			// handshake and is named as such rather than as a TLS failure.
-			NextProtos: []string{http2.NextProtoTLS, "http/1.1"},
-		}
-		t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dial(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			cfg := base.Clone()
-			if host, _, err := net.SplitHostPort(addr); err == nil && cfg.ServerName == "" {
-				cfg.ServerName = host
-			}
-			tc := tls.Client(c, cfg)
-			if err := tc.HandshakeContext(ctx); err != nil {
-				_ = c.Close()
-				return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
-			}
-			if p := tc.ConnectionState().NegotiatedProtocol; p != http2.NextProtoTLS {
-				_ = tc.Close()
-				return nil, fmt.Errorf("%w: %s negotiated ALPN %q, want h2", errNotHTTP2, addr, p)
-			}
-			return tc, nil
-		}
 	}
+	t := h2client.New(o)
 	e.h2transports[k] = t
 	e.owned = append(e.owned, t)
 	return t

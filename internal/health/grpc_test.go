@@ -257,7 +257,7 @@ func TestGRPCCheck(t *testing.T) {
 		{"tls h2", overTLS(grpcCheck(tlsTarget.addr)), Healthy, "", ""},
 		{"tls h2 not serving", overTLS(with(grpcCheck(tlsTarget.addr), func(c *CheckConfig) { c.GRPCService = "nope" })), Unhealthy, ReasonGRPCStatus, "grpc-status 5"},
 		{"tls untrusted certificate", with(overTLS(grpcCheck(tlsTarget.addr)), func(c *CheckConfig) { c.InsecureSkipVerify = false }), Unhealthy, ReasonTLS, "certificate"},
-		{"tls without ALPN h2", overTLS(grpcCheck(h1TLS.addr)), Unhealthy, ReasonProtocol, `protocol: not HTTP/2: ` + h1TLS.addr + ` negotiated ALPN "http/1.1", want h2`},
+		{"tls without ALPN h2", overTLS(grpcCheck(h1TLS.addr)), Unhealthy, ReasonProtocol, `did not negotiate HTTP/2 (ALPN h2): ` + h1TLS.addr + ` negotiated ALPN "http/1.1"`},
 		{"h2c to a TLS server", grpcCheck(tlsTarget.addr), Unhealthy, ReasonOther, ""},
 	}
 	e, _ := newTestEngine(t)

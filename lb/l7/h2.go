@@ -3,15 +3,13 @@ package l7
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"time"
 
-	"golang.org/x/net/http2"
+	"github.com/edgestack/edgestack/internal/h2client"
 )
 
 // HTTP/2 to targets: target groups with protocol_version http2 or grpc
@@ -25,56 +23,18 @@ import (
 // a request that is not gRPC to a grpc group).
 const StatusIncompatibleProtocol = 464
 
-// errNoH2 is the failure of a TLS target that did not agree to HTTP/2.
-var errNoH2 = errors.New("target did not negotiate HTTP/2 (ALPN h2)")
-
 // newH2Transport returns the HTTP/2 transport of one upstream: d dials
-// (its timeout is connect_timeout), tlsConf is nil for h2c. It is
-// net/http's own HTTP/2 client, limited to HTTP/2 by Protocols.
+// (its timeout is connect_timeout, which also bounds the TLS handshake),
+// tlsConf is nil for h2c.
 func newH2Transport(d *net.Dialer, tlsConf *tls.Config, connect time.Duration) *http.Transport {
-	t := &http.Transport{
-		DisableCompression: true,
-		IdleConnTimeout:    90 * time.Second,
-		Protocols:          new(http.Protocols),
+	return h2client.New(h2client.Options{
+		Dial: d.DialContext, TLS: tlsConf, HandshakeTimeout: connect,
+		IdleConnTimeout: 90 * time.Second,
 		// A target that vanished without a reset would otherwise hold its
 		// streams (gRPC ones have no request timeout) until the kernel
 		// gives up: a PING after 30 s of silence, 15 s to answer.
-		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
-	}
-	if tlsConf == nil {
-		t.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
-		t.DialContext = d.DialContext
-		return t
-	}
-	t.Protocols.SetHTTP2(true)
-	base := tlsConf.Clone()
-	// http/1.1 offered too, so that a target without HTTP/2 completes
-	// the handshake (rather than refusing it) and is named as such.
-	base.NextProtos = []string{http2.NextProtoTLS, "http/1.1"}
-	t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		cfg := base.Clone()
-		if host, _, err := net.SplitHostPort(addr); err == nil && cfg.ServerName == "" {
-			cfg.ServerName = host
-		}
-		tc := tls.Client(c, cfg)
-		hctx, cancel := context.WithTimeout(ctx, connect)
-		err = tc.HandshakeContext(hctx)
-		cancel()
-		if err != nil {
-			_ = c.Close()
-			return nil, err
-		}
-		if p := tc.ConnectionState().NegotiatedProtocol; p != http2.NextProtoTLS {
-			_ = tc.Close()
-			return nil, fmt.Errorf("%w: %s offered %q", errNoH2, addr, p)
-		}
-		return tc, nil
-	}
-	return t
+		SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second,
+	})
 }
 
 // incompatible says why r cannot go to this HTTP/2 upstream ("" if it

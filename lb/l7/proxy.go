@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgestack/edgestack/internal/h2client"
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
 	"github.com/prometheus/client_golang/prometheus"
@@ -417,7 +418,7 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
 		code, reason = http.StatusGatewayTimeout, "target did not answer in time"
-	case errors.Is(err, errNoH2):
+	case errors.Is(err, h2client.ErrNoH2):
 		reason = "target did not negotiate HTTP/2 (ALPN h2), which the target group's protocol_version needs"
 	}
 	st.code = code
