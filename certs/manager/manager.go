@@ -571,14 +571,19 @@ func (m *Manager) certConfig(mc *managed) (*certmagic.Config, error) {
 	return cfg, nil
 }
 
-// noPrompt is an ACME issuer that never prompts for an email address
-// (the account is created without contact).
+// noPrompt is an ACME issuer without an email address: its account is
+// created without contact.
 type noPrompt struct{ *certmagic.ACMEIssuer }
 
-// PreCheck runs certmagic's checks without interactive prompts.
-func (n noPrompt) PreCheck(ctx context.Context, names []string, _ bool) error {
-	return n.ACMEIssuer.PreCheck(ctx, names, false)
-}
+// PreCheck skips certmagic's: for an issuer without email, that looks
+// for an address to use (prompting on stdin when interactive) and, when
+// it finds the folder of an account still being written by a concurrent
+// order, adopts the folder's name "default" as the contact address for
+// the whole process, so every later registration is refused by the CA
+// ("invalidContact"). Without it the account is simply the email-less
+// one. Its other check (names a public CA would refuse) is left to the
+// CA, whose answer ends up in the certificate's last error.
+func (n noPrompt) PreCheck(context.Context, []string, bool) error { return nil }
 
 func nonEmpty(s string) []string {
 	if s == "" {

@@ -563,3 +563,29 @@ func value(m prometheus.Metric) float64 {
 	}
 	return d.Counter.GetValue()
 }
+
+// TestNoEmailAccounts: an ACME issuer without an email orders several
+// certificates at once, then a second manager (fresh storage, another
+// CA) in the same process orders one more. certmagic's email discovery,
+// reached through PreCheck, could adopt the account folder name
+// "default" as a contact address for the whole process, after which
+// every new registration was refused ("invalidContact"); issuers without
+// an email skip it (noPrompt).
+func TestNoEmailAccounts(t *testing.T) {
+	for round := range 2 {
+		e := newEnv(t, envOpts{})
+		iss := e.pebbleIssuer()
+		iss.Email = ""
+		names := []string{"a.example.test", "b.example.test", "c.example.test"}
+		var specs []Spec
+		for _, n := range names {
+			specs = append(specs, spec(n, ChallengeHTTP01))
+		}
+		e.start(e.settings(iss), specs...)
+		for _, n := range names {
+			if r := e.waitState(n, StateIssued); r.Serial == "" {
+				t.Fatalf("round %d: %s issued without a serial", round, n)
+			}
+		}
+	}
+}
