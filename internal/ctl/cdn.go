@@ -29,8 +29,24 @@ type cdnInvalidation struct {
 	Tags         []string `json:"tags,omitempty"`
 }
 
-// fanOut runs f for each target concurrently and returns results in
-// target order.
+// printTargets prints the answers of a fan-out and returns the failures:
+// with -json, one object keyed by target (failed targets as
+// {"error": ...} when withErrors, else left out); otherwise text(target,
+// answer) for each answer and a FAILED line for each failure.
+func printTargets[T any](c *Context, res []T, errs []error, withErrors bool, text func(target string, v T)) error {
+	if c.JSON {
+		return printByTarget(c, res, errs, withErrors)
+	}
+	for i, t := range c.Targets {
+		if errs[i] != nil {
+			fmt.Fprintf(c.Out, "%s\tFAILED\t%v\n", t, errs[i])
+			continue
+		}
+		text(t, res[i])
+	}
+	return joinTargets(c.Targets, errs)
+}
+
 // printByTarget prints the answers of a fan-out as JSON keyed by target
 // (failed targets as {"error": ...} when withErrors, else left out) and
 // returns the failures.
@@ -47,6 +63,8 @@ func printByTarget[T any](c *Context, res []T, errs []error, withErrors bool) er
 	return errors.Join(c.Print(out), joinTargets(c.Targets, errs))
 }
 
+// fanOut runs f for each target concurrently and returns results in
+// target order.
 func fanOut[T any](c *Context, f func(cl *Client) (T, error)) ([]T, []error) {
 	res := make([]T, len(c.Targets))
 	errs := make([]error, len(c.Targets))
@@ -87,17 +105,9 @@ func cdnInvalidate(c *Context, fs *flag.FlagSet, args []string) error {
 		err := cl.Do(c.Ctx, http.MethodPost, "/v1/invalidations", req, &a)
 		return a, err
 	})
-	if c.JSON {
-		return printByTarget(c, res, errs, true)
-	}
-	for i, t := range c.Targets {
-		if errs[i] != nil {
-			fmt.Fprintf(c.Out, "%s\tFAILED\t%v\n", t, errs[i])
-			continue
-		}
-		fmt.Fprintf(c.Out, "%s\t%s\t%s\n", t, res[i].Status, res[i].ID)
-	}
-	return joinTargets(c.Targets, errs)
+	return printTargets(c, res, errs, true, func(t string, a answer) {
+		fmt.Fprintf(c.Out, "%s\t%s\t%s\n", t, a.Status, a.ID)
+	})
 }
 
 func joinTargets(targets []string, errs []error) error {
@@ -132,15 +142,7 @@ func cdnStats(c *Context, fs *flag.FlagSet, args []string) error {
 		err := cl.Do(c.Ctx, http.MethodGet, "/v1/stats", nil, &s)
 		return s, err
 	})
-	if c.JSON {
-		return printByTarget(c, res, errs, false)
-	}
-	for i, t := range c.Targets {
-		if errs[i] != nil {
-			fmt.Fprintf(c.Out, "%s\tFAILED\t%v\n", t, errs[i])
-			continue
-		}
-		s := res[i]
+	return printTargets(c, res, errs, false, func(t string, s cdnStatsBody) {
 		fmt.Fprintf(c.Out, "%s\tobjects %d\tbytes %d/%d\tevictions %d\tcoalesced %d\tinvalidations %d\n",
 			t, s.Cache.Objects, s.Cache.Bytes, s.Cache.MaxBytes, s.Cache.Evictions, s.Coalesced, s.Invalidations)
 		dists := make([]string, 0, len(s.Requests))
@@ -166,8 +168,7 @@ func cdnStats(c *Context, fs *flag.FlagSet, args []string) error {
 			}
 			fmt.Fprintf(c.Out, "  %s\thit ratio %.1f%%\t%s\n", d, ratio, strings.Join(parts, ", "))
 		}
-	}
-	return joinTargets(c.Targets, errs)
+	})
 }
 
 func cdnDistributions(c *Context, fs *flag.FlagSet, args []string) error {
@@ -185,18 +186,10 @@ func cdnDistributions(c *Context, fs *flag.FlagSet, args []string) error {
 		err := cl.Do(c.Ctx, http.MethodGet, "/v1/distributions", nil, &d)
 		return d, err
 	})
-	if c.JSON {
-		return printByTarget(c, res, errs, false)
-	}
-	for i, t := range c.Targets {
-		if errs[i] != nil {
-			fmt.Fprintf(c.Out, "%s\tFAILED\t%v\n", t, errs[i])
-			continue
-		}
-		for _, d := range res[i] {
+	return printTargets(c, res, errs, false, func(t string, ds []dist) {
+		for _, d := range ds {
 			fmt.Fprintf(c.Out, "%s\t%s\t%s\torigins: %s\tbehaviors: %s\n", t, d.Name, strings.Join(d.Domains, ","),
 				strings.Join(d.Origins, ","), strings.Join(d.Behaviors, "; "))
 		}
-	}
-	return joinTargets(c.Targets, errs)
+	})
 }

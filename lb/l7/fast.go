@@ -23,7 +23,6 @@ import (
 	"github.com/edgestack/edgestack/lb/accept"
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
-	"golang.org/x/net/netutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,12 +67,7 @@ func NewFastServer(h *Handler, opts ServerOptions) *FastServer {
 // Serve accepts connections until Shutdown or Close (then it returns nil).
 func (s *FastServer) Serve(ln net.Listener) error {
 	s.h.initOnce.Do(s.h.init)
-	if s.opts.MaxConnections > 0 {
-		ln = netutil.LimitListener(ln, s.opts.MaxConnections)
-	}
-	if s.opts.Active != nil {
-		ln = &countingListener{Listener: ln, active: s.opts.Active, in: s.opts.BytesIn, out: s.opts.BytesOut}
-	}
+	ln = s.opts.limitAndCount(ln)
 	s.mu.Lock()
 	if s.quit.Load() {
 		s.mu.Unlock()

@@ -95,12 +95,7 @@ func NewServer(handler http.Handler, opts ServerOptions) *Server {
 
 // Serve serves ln until Shutdown or Close; it returns nil then.
 func (s *Server) Serve(ln net.Listener) error {
-	if s.opts.MaxConnections > 0 {
-		ln = netutil.LimitListener(ln, s.opts.MaxConnections)
-	}
-	if s.opts.Active != nil {
-		ln = &countingListener{Listener: ln, active: s.opts.Active, in: s.opts.BytesIn, out: s.opts.BytesOut}
-	}
+	ln = s.opts.limitAndCount(ln)
 	s.mu.Lock()
 	if s.quit.Load() {
 		s.mu.Unlock()
@@ -253,6 +248,18 @@ func (l *chanListener) Accept() (net.Conn, error) {
 }
 func (l *chanListener) Close() error   { return nil }
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// limitAndCount applies MaxConnections and the connection and byte
+// counters to a listener (both engines).
+func (o ServerOptions) limitAndCount(ln net.Listener) net.Listener {
+	if o.MaxConnections > 0 {
+		ln = netutil.LimitListener(ln, o.MaxConnections)
+	}
+	if o.Active != nil {
+		ln = &countingListener{Listener: ln, active: o.Active, in: o.BytesIn, out: o.BytesOut}
+	}
+	return ln
+}
 
 // countingListener keeps a gauge of open connections and, when in and
 // out are set, counts the bytes their clients send and receive.
