@@ -685,7 +685,16 @@ func (x *exchange) roundTrip(ref *GroupRef, t *targetgroup.Target, setCookie boo
 	// when a pooled one turns out stale.
 	replayOK := r.contentLength == 0 && !r.chunked && isIdempotent(r.method)
 	for attempt := 0; ; attempt++ {
-		uc, reused := pool.get()
+		var uc *upConn
+		reused := false
+		if attempt == 0 {
+			uc, reused = pool.get()
+		} else {
+			// The pooled connection was stale, so its siblings likely are
+			// too (the target restarted, or closed its idle connections):
+			// drop those and retry on a fresh one, not another stale one.
+			pool.dropDead()
+		}
 		if reused && !replayOK {
 			// This request cannot be sent twice (a body, or a method that
 			// is not idempotent), so make sure the pooled connection was
@@ -1304,6 +1313,34 @@ func (p *connPool) put(u *upConn) {
 	}
 	p.mu.Unlock()
 	u.close()
+}
+
+// dropDead closes the idle connections the target has closed (one
+// non-blocking peek each), keeping the live ones.
+func (p *connPool) dropDead() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	live := idle[:0]
+	for _, u := range idle {
+		if u.alive() {
+			live = append(live, u)
+		} else {
+			u.close()
+		}
+	}
+	clear(idle[len(live):])
+	p.mu.Lock()
+	p.idle = append(live, p.idle...)
+	if len(p.idle) > maxIdlePerTarget {
+		for _, u := range p.idle[maxIdlePerTarget:] {
+			u.close()
+		}
+		clear(p.idle[maxIdlePerTarget:])
+		p.idle = p.idle[:maxIdlePerTarget]
+	}
+	p.mu.Unlock()
 }
 
 func (p *connPool) closeIdle() {

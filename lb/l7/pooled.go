@@ -73,7 +73,13 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 	}
 	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	for attempt := 0; ; attempt++ {
-		uc, reused := pool.get()
+		var uc *upConn
+		reused := false
+		if attempt == 0 {
+			uc, reused = pool.get()
+		} else {
+			pool.dropDead() // stale: see roundTrip
+		}
 		if reused && hasBody {
 			for uc != nil && !uc.alive() { // see roundTrip
 				uc.close()
