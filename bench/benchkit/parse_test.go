@@ -3,6 +3,7 @@ package benchkit
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -58,5 +59,28 @@ func TestTreeUsage(t *testing.T) {
 	}
 	if _, err := TreeUsage(1 << 30); err == nil {
 		t.Error("no error for a missing pid")
+	}
+}
+
+func TestParseH2LoadLog(t *testing.T) {
+	f, err := os.Open(filepath.Join("testdata", "h2load-log.tsv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, err := ParseH2LoadLog(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 100 completed requests of 1..100 µs; the two failed ones (-1) left out.
+	us := func(x float64) time.Duration { return time.Duration(x * float64(time.Microsecond)) }
+	want := Load{Requests: 100, P50: us(50.5), P75: us(75.25), P90: us(90.1), P99: us(99.01), Max: us(100)}
+	if got != want {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+	for _, bad := range []string{"", "1\t200\n", "1\tx\t3\n"} {
+		if _, err := ParseH2LoadLog(strings.NewReader(bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
 	}
 }

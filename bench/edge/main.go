@@ -38,6 +38,7 @@ func main() {
 	resultsDir := flag.String("results", "bench/edge/results", "folder for the JSON results")
 	reportDir := flag.String("report", "bench/edge/results", "folder for the Markdown report and plots")
 	peers := flag.String("peers", "bench/peers", "folder holding the peer configs")
+	rate := flag.Int("rate", 20000, "also measure latency at this fixed request rate (h2load --h1 --rps, smallest size); 0: skip")
 	h2 := flag.Bool("h2", true, "also measure HTTPS + HTTP/2 hits of the smallest size with h2load (edged and nginx; Varnish has no TLS)")
 	memory := flag.Int("memory", 0, "instead: memory run with this cache budget in MiB (4x the budget in distinct 16 KiB objects)")
 	flag.Parse()
@@ -48,7 +49,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers, *h2); err != nil {
+	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers, *h2, *rate); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/edge:", err)
 		os.Exit(1)
 	}
@@ -61,7 +62,7 @@ type server struct {
 	proc  *benchkit.Proc
 }
 
-func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string, h2 bool) error {
+func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string, h2 bool, rate int) error {
 	if duration > time.Minute || rounds > 20 {
 		return fmt.Errorf("keep runs bounded: -duration <= 1m, -rounds <= 20")
 	}
@@ -229,6 +230,29 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 			fmt.Fprintln(os.Stderr, err)
 		}
 	}
+	if rate > 0 && len(sizes) > 0 {
+		n := sizes[0]
+		path := "/obj-" + strconv.Itoa(n)
+		c := &benchkit.Case{Name: fmt.Sprintf("cache hit %s at %d req/s", sizeName(n), rate), Metrics: []benchkit.Metric{benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricCPU, benchkit.MetricErrors}}
+		byName := map[string]*server{}
+		for _, s := range servers {
+			c.Subjects = append(c.Subjects, &benchkit.Subject{Name: s.name, Ours: s.name == "edged"})
+			byName[s.name] = s
+		}
+		suite.Cases = append(suite.Cases, c)
+		suite.Notes = append(suite.Notes, fmt.Sprintf("At a fixed rate: h2load --h1 -t%d -c%d --rps=%d (%d req/s in all), the same load offered to every subject; percentiles over every request from h2load's log.", threads, conns, rate/conns, rate))
+		err := benchkit.Alternate(ctx, os.Stdout, "edge", c, rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
+			s := byName[sub.Name]
+			l, before, after, err := benchkit.AtRate(ctx, "http://127.0.0.1:"+s.port+path, rate, duration, threads, conns, true, s.proc)
+			if err != nil {
+				return nil, err
+			}
+			return benchkit.Sample(l, before, after, benchkit.MetricRPS.Key), nil
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
 	if h2 && len(sizes) > 0 {
 		n := sizes[0]
 		path := "/obj-" + strconv.Itoa(n)
@@ -267,8 +291,11 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 	for _, c := range suite.Cases {
 		fmt.Printf("\n%s\n", c.Name)
 		for _, s := range c.Subjects {
-			fmt.Printf("  %-8s rps %8.0f  cpu %6.1f µs/req  p50 %6.2f ms  p99 %6.2f ms  errors %.0f\n", s.Name,
-				s.Summary["rps"].Median, s.Summary["cpu_us"].Median, s.Summary["p50_ms"].Median, s.Summary["p99_ms"].Median, s.Summary["errors"].Median)
+			fmt.Printf("  %-8s", s.Name)
+			for _, m := range c.Metrics {
+				fmt.Printf("  %s %.2f", m.Key, s.Summary[m.Key].Median)
+			}
+			fmt.Println()
 		}
 	}
 	return nil

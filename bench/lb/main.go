@@ -48,7 +48,8 @@ func main() {
 	conns := flag.Int("conns", 64, "client connections")
 	threads := flag.Int("threads", 2, "load generator threads")
 	only := flag.String("only", "", "comma-separated subjects (lbd,haproxy,nginx); default all")
-	cases := flag.String("cases", "http1,h2,tls,tcp,failover", "cases to run")
+	cases := flag.String("cases", "http1,rate,h2,tls,tcp,failover", "cases to run")
+	rate := flag.Int("rate", 15000, "request rate of the fixed-rate HTTP/1.1 latency case (h2load --h1 --rps)")
 	lbdBin := flag.String("lbd", "", "lbd binary (default: go build ./cmd/lbd)")
 	procs := flag.Int("lbd-gomaxprocs", 2, "GOMAXPROCS of lbd")
 	resultsDir := flag.String("results", "bench/results", "folder for the JSON results")
@@ -59,7 +60,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench/lb: keep runs bounded: -duration <= 1m, -rounds <= 20")
 		os.Exit(2)
 	}
-	if err := run(opts{*duration, *rounds, *conns, *threads, *procs, *only, *cases, *lbdBin, *resultsDir, *reportDir, *peers}); err != nil {
+	if err := run(opts{*duration, *rounds, *conns, *threads, *procs, *rate, *only, *cases, *lbdBin, *resultsDir, *reportDir, *peers}); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/lb:", err)
 		os.Exit(1)
 	}
@@ -68,6 +69,7 @@ func main() {
 type opts struct {
 	duration                        time.Duration
 	rounds, conns, threads, procs   int
+	rate                            int
 	only, cases, lbdBin             string
 	resultsDir, reportDir, peersDir string
 }
@@ -235,6 +237,7 @@ func run(o opts) error {
 	suite := &benchkit.Suite{Name: "lb", Title: "Load balancer: lbd vs HAProxy vs nginx (three local backends)", Notes: []string{
 		fmt.Sprintf("Each run %s, subjects alternated round by round (%d rounds); backends are Go net/http servers in the runner answering 1 KiB.", o.duration, o.rounds),
 		fmt.Sprintf("HTTP/1.1: wrk -t%d -c%d --latency, keep-alive. HTTP/2: h2load -t%d -c%d -m10 over TLS. TLS handshakes: wrk with Connection: close over https (one handshake per request).", o.threads, o.conns, o.threads, o.conns/2),
+		fmt.Sprintf("At a fixed rate: h2load --h1 -t%d -c%d --rps=%d (%d req/s in all), the same load offered to every balancer; percentiles over every request from h2load's log.", o.threads, o.conns, o.rate/max(o.conns, 1), o.rate),
 		"TCP: 4 connections reading a stream of zeros through the balancer (Go client); MiB/s and balancer CPU µs per MiB.",
 		fmt.Sprintf("CPU: user+system time of the balancer's process tree from /proc divided by the requests (or MiB) done; configs in bench/peers/lb-*. lbd runs with GOMAXPROCS=%d, HAProxy nbthread 2, nginx 2 workers.", o.procs),
 	}}
@@ -283,6 +286,16 @@ func run(o opts) error {
 		errs = append(errs, benchkit.Alternate(ctx, os.Stdout, "lb", c, o.rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
 			s := byName[sub.Name]
 			return measure(ctx, s, func() (benchkit.Load, error) { return wrk(ctx, "http://"+s.http+"/") })
+		}))
+	}
+	if wantCase["rate"] && o.rate > 0 {
+		c := newCase(fmt.Sprintf("HTTP/1.1 keep-alive 1 KiB at %d req/s", o.rate), []benchkit.Metric{benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricCPU, benchkit.MetricErrors})
+		errs = append(errs, benchkit.Alternate(ctx, os.Stdout, "lb", c, o.rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
+			s := byName[sub.Name]
+			return measure(ctx, s, func() (benchkit.Load, error) {
+				l, _, _, err := benchkit.AtRate(ctx, "http://"+s.http+"/", o.rate, o.duration, o.threads, o.conns, true)
+				return l, err
+			})
 		}))
 	}
 	if wantCase["h2"] {
