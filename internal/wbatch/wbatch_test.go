@@ -155,7 +155,7 @@ func TestBackpressure(t *testing.T) {
 	_ = peer.(*net.TCPConn).SetReadBuffer(16 << 10)
 	var written atomic.Int64
 	chunk := bytes.Repeat([]byte("b"), 1000)
-	const total = 64 << 20
+	const total = 8 << 20 // far more than the 256 KiB queue plus the socket buffers
 	writeDone := make(chan error, 1)
 	go func() {
 		for written.Load() < total {
@@ -184,7 +184,10 @@ func TestBackpressure(t *testing.T) {
 	if last >= total {
 		t.Fatalf("all %d bytes accepted by a peer that does not read", last)
 	}
-	// Now read everything; the writer must finish.
+	// Now read everything; the writer must finish. A wider receive
+	// window first: through 16 KiB windows, delayed ACKs make the copy
+	// take minutes on some machines.
+	_ = peer.(*net.TCPConn).SetReadBuffer(4 << 20)
 	got, err := io.CopyN(io.Discard, peer, total)
 	if err != nil || got != total {
 		t.Fatalf("peer read %d bytes: %v", got, err)
