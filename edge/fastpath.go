@@ -1,32 +1,41 @@
 package edge
 
 import (
-	"net/netip"
-
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"errors"
-	"github.com/edgestack/edgestack/internal/accesslog"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/edgestack/edgestack/internal/accesslog"
+	"github.com/edgestack/edgestack/internal/httpguard"
+	"github.com/edgestack/edgestack/internal/wbatch"
 )
 
-// fastServer serves fresh cache hits for plain HTTP/1.1 GET and HEAD
-// requests straight from the connection: the request head is parsed in
-// place (no allocations), the stored entry's pre-serialised header block
-// and body go out in one write. Anything else (a miss, a conditional or
-// range request, a header the hit path does not handle, an access list,
-// an access log...) hands the connection, with the bytes already read, to
-// net/http, which serves it and the rest of that connection through the
-// full handler. Heads reach it through the httpguard listener, so refused
+// fastServer serves fresh cache hits for HTTP/1.1 GET and HEAD requests
+// straight from the connection: the request head is parsed in place (no
+// allocations), the stored entry's pre-serialised header block and body go
+// out in one write. Anything else (a miss, a conditional or range request,
+// a header the hit path does not handle, an access list, an access
+// log...) hands the connection, with the bytes already read, to net/http,
+// which serves it and the rest of that connection through the full
+// handler. Heads reach it through the httpguard connection, so refused
 // requests carry the guard's marker and are handed over for the 400.
+//
+// With tlsConf set it terminates TLS itself (in the connection's
+// goroutine): connections that negotiate HTTP/1.1 get the same hit path,
+// HTTP/2 ones (and TLS-ALPN challenges) go to net/http once the handshake
+// is done.
 type fastServer struct {
 	h          *Handler
 	ln         net.Listener
@@ -34,6 +43,8 @@ type fastServer struct {
 	idle       time.Duration
 	readHeader time.Duration
 	write      time.Duration // 0: none
+	tlsConf    *tls.Config   // nil: plain HTTP
+	guard      httpguard.Options
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -107,7 +118,25 @@ type outBuf struct{ b []byte }
 
 var outPool = sync.Pool{New: func() any { return &outBuf{b: make([]byte, 0, 8192)} }}
 
-func (f *fastServer) serveConn(c net.Conn) {
+func (f *fastServer) serveConn(raw net.Conn) {
+	defer f.forget(raw)
+	var c net.Conn
+	var tlsState *tls.ConnectionState
+	if f.tlsConf == nil {
+		c = httpguard.NewConn(raw, f.guard)
+	} else {
+		tc, h1 := f.handshake(raw)
+		switch {
+		case tc == nil:
+			return
+		case !h1:
+			f.handoff.push(tc)
+			return
+		}
+		st := tc.ConnectionState()
+		tlsState = &st
+		c = httpguard.NewConn(tc, f.guard)
+	}
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(c)
 	handed := false
@@ -117,7 +146,6 @@ func (f *fastServer) serveConn(c net.Conn) {
 			readerPool.Put(br)
 			c.Close()
 		}
-		f.forget(c)
 	}()
 	// Responses go straight to the socket (the guard only inspects
 	// reads), so net.Buffers can use writev.
@@ -146,7 +174,7 @@ func (f *fastServer) serveConn(c net.Conn) {
 		}
 		served, closeAfter := false, false
 		if head != nil {
-			served, closeAfter = f.serveHit(wc, head, br, &scratch)
+			served, closeAfter = f.serveHit(wc, head, br, &scratch, tlsState != nil)
 		}
 		if closeAfter {
 			return
@@ -157,10 +185,33 @@ func (f *fastServer) serveConn(c net.Conn) {
 			}
 			_ = c.SetDeadline(time.Time{}) // net/http sets its own
 			handed = true
-			f.handoff.push(&prefixConn{Conn: c, br: br})
+			f.handoff.push(&prefixConn{Conn: c, br: br, tls: tlsState})
 			return
 		}
 	}
+}
+
+// handshake terminates TLS on raw within the read_header timeout. h1 is
+// true for connections that negotiated HTTP/1.1 (or nothing); HTTP/2 ones
+// have their writes batched (internal/wbatch). nil: the handshake failed
+// and raw is closed.
+func (f *fastServer) handshake(raw net.Conn) (tc *tls.Conn, h1 bool) {
+	wc := wbatch.NewConn(raw)
+	wc.Disable()
+	tc = tls.Server(wc, f.tlsConf)
+	_ = raw.SetDeadline(time.Now().Add(f.readHeader))
+	if err := tc.Handshake(); err != nil {
+		_ = raw.Close()
+		return nil, false
+	}
+	_ = raw.SetDeadline(time.Time{})
+	switch tc.ConnectionState().NegotiatedProtocol {
+	case "", "http/1.1":
+		return tc, true
+	case "h2":
+		wbatch.Enable(wc)
+	}
+	return tc, false
 }
 
 // peekHead returns the next request head (up to and including the blank
@@ -193,7 +244,7 @@ var crlfcrlf = []byte("\r\n\r\n")
 // serveHit answers head from the cache when it is a plain fresh hit and
 // consumes it; false leaves it for net/http. closeAfter asks the caller to
 // close the connection (Connection: close, or a write error).
-func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch *[]byte) (served, closeAfter bool) {
+func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch *[]byte, secure bool) (served, closeAfter bool) {
 	// Request line.
 	sp1 := bytes.IndexByte(head, ' ')
 	if sp1 < 0 {
@@ -284,7 +335,7 @@ func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch
 	// The head buffer is not touched until Discard below, so a string
 	// view of it is safe for the lookups (nothing retains it).
 	b := d.behavior(unsafe.String(unsafe.SliceData(path), len(path)))
-	if b.viewer != vpAllow || b.signed || len(b.keyHeaders) > 0 || len(b.keyCookies) > 0 ||
+	if (b.viewer != vpAllow && !secure) || b.signed || len(b.keyHeaders) > 0 || len(b.keyCookies) > 0 ||
 		(b.qsMode != 0 && len(query) > 0) || (b.compress && acceptEnc) || !b.allows(string(method)) {
 		return false, false
 	}
@@ -418,7 +469,35 @@ func asciiEq(b []byte, lower string) bool {
 // had buffered, then the socket.
 type prefixConn struct {
 	net.Conn
-	br *bufio.Reader
+	br  *bufio.Reader
+	tls *tls.ConnectionState // nil: plain HTTP
+}
+
+// tlsStateKey holds, in a request's context, the TLS state of a
+// connection the fast path terminated: net/http sets Request.TLS only for
+// a *tls.Conn, and a handed-over one is a prefixConn.
+type tlsStateKey struct{}
+
+// connContext is the http.Server's ConnContext for handed-over
+// connections.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if pc, ok := c.(*prefixConn); ok && pc.tls != nil {
+		return context.WithValue(ctx, tlsStateKey{}, pc.tls)
+	}
+	return ctx
+}
+
+// withTLSState sets Request.TLS from connContext's value, first thing,
+// so the handler sees HTTPS requests as such whichever server read them.
+func withTLSState(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			if st, ok := r.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok {
+				r.TLS = st // the server's own request, before anyone else reads it
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (p *prefixConn) Read(b []byte) (int, error) {

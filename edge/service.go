@@ -22,7 +22,6 @@ import (
 	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/internal/app"
 	"github.com/edgestack/edgestack/internal/httpguard"
-	"github.com/edgestack/edgestack/internal/wbatch"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -188,7 +187,7 @@ func (s *Service) Start(ctx context.Context) error {
 			edge.ServeHTTP(w, r)
 		})
 	}
-	handler = httpguard.Wrap(handler, guardOpts)
+	handler = withTLSState(httpguard.Wrap(handler, guardOpts))
 	for _, l := range cfg.Listeners {
 		ln, err := net.Listen("tcp", l.Address)
 		if err != nil {
@@ -212,39 +211,34 @@ func (s *Service) Start(ctx context.Context) error {
 		s.servers = append(s.servers, srv)
 		s.addrs = append(s.addrs, ln.Addr())
 		s.mu.Unlock()
-		s.wg.Add(1)
+		// Fresh hits over HTTP/1.1 are answered by the fast path,
+		// everything else by srv through the connections it hands over
+		// (on TLS listeners: all HTTP/2 ones, once the fast path has done
+		// the handshake).
+		fs := newFastServer(s.h, ln, cfg.Timeouts.Idle.D(), cfg.Timeouts.ReadHeader.D(), cfg.Timeouts.Write.D())
+		fs.guard = guardOpts
 		if l.TLS != nil {
-			// HTTP/2 connections batch their writes (internal/wbatch):
-			// net/http flushes each response on its own.
-			srv.TLSConfig = wbatch.BatchH2(&tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12,
-				NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}})
-			go func() {
-				defer s.wg.Done()
-				if err := srv.ServeTLS(wbatch.Listener(ln), "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-					s.deps.Fail(fmt.Errorf("edge: listener %s: %w", name, err))
-				}
-			}()
-		} else {
-			// Plain HTTP/1.1: fresh hits are answered by the fast path,
-			// everything else by srv through the connections it hands over.
-			fs := newFastServer(s.h, httpguard.NewListener(ln, guardOpts), cfg.Timeouts.Idle.D(), cfg.Timeouts.ReadHeader.D(), cfg.Timeouts.Write.D())
-			s.mu.Lock()
-			s.fast = append(s.fast, fs)
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				if err := srv.Serve(fs.handoff); err != nil && !errors.Is(err, http.ErrServerClosed) {
-					s.deps.Fail(fmt.Errorf("edge: listener %s: %w", name, err))
-				}
-			}()
-			go func() {
-				defer s.wg.Done()
-				if err := fs.serve(); err != nil {
-					s.deps.Fail(fmt.Errorf("edge: listener %s: %w", name, err))
-				}
-			}()
+			fs.tlsConf = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12,
+				NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}}
+			srv.TLSConfig = fs.tlsConf // HTTP/2 for the handed-over *tls.Conns
+			srv.ConnContext = connContext
 		}
+		s.mu.Lock()
+		s.fast = append(s.fast, fs)
+		s.mu.Unlock()
+		s.wg.Add(2)
+		go func() {
+			defer s.wg.Done()
+			if err := srv.Serve(fs.handoff); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.deps.Fail(fmt.Errorf("edge: listener %s: %w", name, err))
+			}
+		}()
+		go func() {
+			defer s.wg.Done()
+			if err := fs.serve(); err != nil {
+				s.deps.Fail(fmt.Errorf("edge: listener %s: %w", name, err))
+			}
+		}()
 		s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "tls", l.TLS != nil)
 	}
 	s.started.Store(true)

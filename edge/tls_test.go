@@ -1,8 +1,8 @@
 package edge
 
 import (
+	"bufio"
 	"context"
-
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,14 +11,16 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"github.com/caddyserver/certmagic"
 	"io"
 	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/certmagic"
 )
 
 func writeCert(t *testing.T, dir, name string, dnsNames ...string) (string, string) {
@@ -136,4 +138,109 @@ distributions:
 	}
 	put("new.example.test") // certd issues a new one: picked up within a second
 	waitFor(t, func() bool { cn, err := dial("new.example.test"); return err == nil && cn == "new.example.test" })
+}
+
+// TestTLSHTTP1FastPath: on a TLS listener, HTTP/1.1 connections get the
+// fast hit path (which writes the stored header block, then Age and
+// X-Cache; net/http would sort Age first), connections it hands over to
+// net/http still count as HTTPS (no redirect under redirect-to-https,
+// X-Forwarded-Proto https), and HTTP/2 ones are served as before.
+func TestTLSHTTP1FastPath(t *testing.T) {
+	dir := t.TempDir()
+	cf, kf := writeCert(t, dir, "a", "a.example.test")
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "proto=%s", r.Header.Get("X-Forwarded-Proto"))
+	})
+	te := startEdge(t, fmt.Sprintf(`listeners:
+  - name: https
+    address: 127.0.0.1:0
+    tls:
+      certificates: [{cert_file: %s, key_file: %s}]
+cache: {max_size: 8MiB, max_object_size: 1MiB}
+distributions:
+  - name: d
+    domains: ["*"]
+    origins: [{name: o, url: "%s"}]
+    default_behavior: {origin: o, viewer_protocol: redirect-to-https}
+`, cf, kf, o.URL), nil)
+	addr := te.svc.Addrs()[0].String()
+
+	// get sends GETs for path on one HTTP/1.1 TLS connection and returns
+	// each raw response head and body.
+	get := func(n int, path string) (heads, bodies []string) {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "a.example.test", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		for range n {
+			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a.example.test\r\n\r\n", path)
+			var head strings.Builder
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					t.Fatal(err)
+				}
+				head.WriteString(line)
+				if line == "\r\n" {
+					break
+				}
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(head.String())), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := make([]byte, resp.ContentLength)
+			if _, err := io.ReadFull(br, body); err != nil {
+				t.Fatal(err)
+			}
+			heads, bodies = append(heads, head.String()), append(bodies, string(body))
+		}
+		return heads, bodies
+	}
+	xcache := func(head string) string {
+		resp, _ := http.ReadResponse(bufio.NewReader(strings.NewReader(head)), nil)
+		return resp.Status + " " + resp.Header.Get("X-Cache")
+	}
+	fastOrder := func(head string) bool {
+		return strings.Index(head, "\r\nAge:") > strings.Index(head, "\r\nContent-Type:")
+	}
+
+	// A miss, then a hit on the handed-over connection.
+	heads, bodies := get(2, "/c")
+	for i, want := range []string{"200 OK Miss from edged", "200 OK Hit from edged"} {
+		if got := xcache(heads[i]); got != want || bodies[i] != "proto=https" {
+			t.Errorf("first connection, response %d: %s %q, want %s proto=https", i, got, bodies[i], want)
+		}
+		if fastOrder(heads[i]) {
+			t.Errorf("first connection, response %d came from the fast path after the hand-over:\n%s", i, heads[i])
+		}
+	}
+	// A fresh connection: hits from the fast path.
+	heads, bodies = get(3, "/c")
+	for i := range heads {
+		if got := xcache(heads[i]); got != "200 OK Hit from edged" || bodies[i] != "proto=https" {
+			t.Errorf("second connection, response %d: %s %q", i, got, bodies[i])
+		}
+		if !fastOrder(heads[i]) {
+			t.Errorf("second connection, response %d not from the fast path:\n%s", i, heads[i])
+		}
+	}
+	// HTTP/2 still works and sees the same object.
+	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "a.example.test", InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addr + "/c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.Header.Get("X-Cache") != "Hit from edged" || string(body) != "proto=https" {
+		t.Errorf("HTTP/2: %s %s %q", resp.Proto, resp.Header.Get("X-Cache"), body)
+	}
 }

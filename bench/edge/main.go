@@ -256,6 +256,33 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 	if h2 && len(sizes) > 0 {
 		n := sizes[0]
 		path := "/obj-" + strconv.Itoa(n)
+		c := &benchkit.Case{Name: "HTTPS/1.1 cache hit " + sizeName(n), Metrics: []benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors}}
+		byName := map[string]*server{}
+		for _, s := range servers {
+			sub := &benchkit.Subject{Name: s.name, Ours: s.name == "edged"}
+			if s.https == "" {
+				sub.Skipped = "no TLS listener (Varnish needs a TLS proxy such as hitch in front)"
+			}
+			c.Subjects = append(c.Subjects, sub)
+			byName[s.name] = s
+		}
+		suite.Cases = append(suite.Cases, c)
+		suite.Notes = append(suite.Notes, fmt.Sprintf("HTTPS/1.1: wrk -t%d -c%d over TLS (keep-alive, so handshakes are negligible), same object, already cached.", threads, conns))
+		err := benchkit.Alternate(ctx, os.Stdout, "edge", c, rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
+			s := byName[sub.Name]
+			l, before, after, err := benchkit.Wrk(ctx, "https://127.0.0.1:"+s.https+path, duration, threads, conns, s.proc)
+			if err != nil {
+				return nil, err
+			}
+			return benchkit.Sample(l, before, after, benchkit.MetricRPS.Key), nil
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+	if h2 && len(sizes) > 0 {
+		n := sizes[0]
+		path := "/obj-" + strconv.Itoa(n)
 		c := &benchkit.Case{Name: "HTTPS + HTTP/2 cache hit " + sizeName(n), Metrics: []benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricMean, benchkit.MetricErrors, benchkit.MetricRSS}}
 		byName := map[string]*server{}
 		for _, s := range servers {
