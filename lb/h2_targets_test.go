@@ -467,3 +467,84 @@ listeners:
 		}
 	}
 }
+
+// trackedListener counts the connections a target has open.
+type trackedListener struct {
+	net.Listener
+	open atomic.Int64
+}
+
+func (l *trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.open.Add(1)
+	return &trackedConn{Conn: c, l: l}, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	l    *trackedListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// TestHTTP2TargetDeregistered: once a deregistered target of an http2
+// group is dropped, lbd closes its HTTP/2 connection to it instead of
+// keeping it (and its PINGs) until the idle timeout; the other target's
+// connection stays.
+func TestHTTP2TargetDeregistered(t *testing.T) {
+	start := func() (*trackedListener, string) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tl := &trackedListener{Listener: ln}
+		srv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, r.Proto)
+		}), &http2.Server{})}
+		go func() { _ = srv.Serve(tl) }()
+		t.Cleanup(func() { _ = srv.Close() })
+		return tl, ln.Addr().String()
+	}
+	a, aAddr := start()
+	b, bAddr := start()
+	h := startLB(t, `
+admin:
+  listen: 127.0.0.1:0
+target_groups:
+  - name: web
+    protocol_version: http2
+    deregistration_delay: 100ms
+    health_check: {disabled: true}
+    targets: [{address: "`+aAddr+`"}, {address: "`+bAddr+`"}]
+listeners:
+  - name: front
+    listen: 127.0.0.1:0
+    default_action: {forward: {target_group: web}}
+`)
+	client := &http.Client{Timeout: 5 * time.Second}
+	for range 6 {
+		if code, body, _ := get(t, client, h.url("front")+"/"); code != 200 || body != "HTTP/2.0" {
+			t.Fatalf("%d %q", code, body)
+		}
+	}
+	if a.open.Load() == 0 || b.open.Load() == 0 {
+		t.Fatalf("open connections: a %d, b %d; want both in use", a.open.Load(), b.open.Load())
+	}
+	if code, body := h.api("DELETE", "/v1/target-groups/web/targets/"+aAddr, ""); code/100 != 2 {
+		t.Fatalf("deregister: %d %s", code, body)
+	}
+	waitUntil(t, 5*time.Second, "the deregistered target's connection to close", func() bool { return a.open.Load() == 0 })
+	if b.open.Load() == 0 {
+		t.Errorf("the remaining target's connection was closed too")
+	}
+	if code, body, _ := get(t, client, h.url("front")+"/"); code != 200 || body != "HTTP/2.0" {
+		t.Errorf("after deregistration: %d %q", code, body)
+	}
+}

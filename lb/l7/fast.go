@@ -1278,11 +1278,20 @@ func (p *Proxy) pool(t *targetgroup.Target, ref *GroupRef) *connPool {
 	return v.(*connPool)
 }
 
-// DropTarget closes the idle connections to a target that left its group.
+// DropTarget closes the idle connections to a target that left its group:
+// the fast engine's pools and the HTTP/2 transports (the net/http
+// engine's HTTP/1.1 transports close them after their idle timeout).
 func (p *Proxy) DropTarget(t *targetgroup.Target) {
 	for _, tls := range []bool{false, true} {
 		if v, ok := p.pools.LoadAndDelete(poolKey{t, tls}); ok {
 			v.(*connPool).closeIdle()
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, u := range p.ups {
+		if u.h2 != nil {
+			u.h2.drop(t.Addr)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgestack/edgestack/internal/h2client"
@@ -34,6 +35,41 @@ func newH2Transport(d *net.Dialer, tlsConf *tls.Config, connect time.Duration) *
 		// streams (gRPC ones have no request timeout) until the kernel
 		// gives up: a PING after 30 s of silence, 15 s to answer.
 		SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second,
+	})
+}
+
+// h2ByTarget is an HTTP/2 transport per target address: http.Transport
+// cannot close one host's connections, and a target that left its group
+// should not keep an idle connection (with its PINGs) for the idle
+// timeout.
+type h2ByTarget struct {
+	m   sync.Map // target address -> *http.Transport
+	new func() *http.Transport
+}
+
+func (h *h2ByTarget) RoundTrip(r *http.Request) (*http.Response, error) {
+	host := r.URL.Host
+	if tr, ok := h.m.Load(host); ok {
+		return tr.(*http.Transport).RoundTrip(r)
+	}
+	tr, _ := h.m.LoadOrStore(host, h.new())
+	return tr.(*http.Transport).RoundTrip(r)
+}
+
+// drop closes the idle connections to addr and forgets its transport.
+// Streams still open on it finish (deregistration waits for them, up to
+// its delay); a connection they kept busy then closes after the idle
+// timeout.
+func (h *h2ByTarget) drop(addr string) {
+	if tr, ok := h.m.LoadAndDelete(addr); ok {
+		tr.(*http.Transport).CloseIdleConnections()
+	}
+}
+
+func (h *h2ByTarget) CloseIdleConnections() {
+	h.m.Range(func(_, tr any) bool {
+		tr.(*http.Transport).CloseIdleConnections()
+		return true
 	})
 }
 

@@ -133,7 +133,7 @@ type upKey struct {
 // upstream is one transport and the reverse proxy using it.
 type upstream struct {
 	tr     *http.Transport // http1 groups
-	h2     *http.Transport // http2 and grpc groups (h2.go): HTTP/2 only
+	h2     *h2ByTarget     // http2 and grpc groups (h2.go): HTTP/2 only
 	grpc   bool
 	tls    *tls.Config // https groups
 	rp     *httputil.ReverseProxy
@@ -255,7 +255,8 @@ func (p *Proxy) upstream(k upKey) *upstream {
 	}
 	var base http.RoundTripper
 	if k.version == targetgroup.VersionHTTP2 || k.version == targetgroup.VersionGRPC {
-		u.h2, u.grpc = newH2Transport(d, u.tls, k.connect), k.version == targetgroup.VersionGRPC
+		u.h2 = &h2ByTarget{new: func() *http.Transport { return newH2Transport(d, u.tls, k.connect) }}
+		u.grpc = k.version == targetgroup.VersionGRPC
 		base = u.h2
 		if k.timeout > 0 {
 			base = &headerTimeout{rt: u.h2, d: k.timeout}
