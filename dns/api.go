@@ -20,8 +20,10 @@ import (
 
 const maxBody = 8 << 20
 
-// maxJournal bounds the IXFR differences kept per zone.
-const maxJournal = 1000
+// maxJournal bounds the IXFR differences kept per zone, and the stored
+// batches replayed at start (between maxJournal and twice that, see
+// replay). A variable for tests.
+var maxJournal = 1000
 
 // registerAPI adds the change API to the admin server. Reads are open;
 // changes need the admin token.
@@ -187,6 +189,14 @@ func (s *Service) applyBatch(k zkey, b ChangeBatch) (ChangeInfo, int, error) {
 	zs := s.zones[k]
 	if zs == nil {
 		return ChangeInfo{}, http.StatusNotFound, fmt.Errorf("no zone %s", k.origin)
+	}
+	for i, c := range b.Changes {
+		switch strings.ToUpper(c.Action) {
+		case "CREATE", "DELETE", "UPSERT":
+		default:
+			s.m.changes.WithLabelValues("rejected").Inc()
+			return ChangeInfo{}, http.StatusBadRequest, fmt.Errorf("changes[%d]: action %q: want CREATE, DELETE or UPSERT", i, c.Action)
+		}
 	}
 	if err := s.checkRefs(b.Changes); err != nil {
 		s.m.changes.WithLabelValues("rejected").Inc()

@@ -311,6 +311,13 @@ func applyDiff(z *zone.Zone, changes []Change, serial uint32) (*zone.Zone, journ
 			sets[k] = nil
 		case "UPSERT":
 			sets[k] = s
+		case actionRemove: // squashed journals only (see squash); the API refuses it
+			if cur != nil {
+				if s.Type == dns.TypeSOA || (s.Type == dns.TypeNS && s.Name == z.Origin) {
+					return nil, journalEntry{}, fmt.Errorf("%s: REMOVE %s: the apex SOA and NS cannot be deleted", f, desc)
+				}
+				sets[k] = nil
+			}
 		default:
 			return nil, journalEntry{}, fmt.Errorf("%s: action %q: want CREATE, DELETE or UPSERT", f, c.Action)
 		}
@@ -385,12 +392,20 @@ func newChangeID() string {
 }
 
 // replay applies stored batches to base in order; a batch that no longer
-// applies (the file changed under it) is skipped and logged.
+// applies (the file changed under it) is skipped and logged. When more
+// than 2 × maxJournal batches are stored, all but the newest maxJournal
+// are squashed into one (see squash) in the store, so that the journal
+// and the replay at start stay bounded. s.mu must be held.
 func (s *Service) replay(base *zone.Zone, sz *store.Zone) (*zone.Zone, []journalEntry, error) {
 	z := base
 	var errs []error
 	var journal []journalEntry
-	for _, raw := range sz.Batches {
+	old := 0 // batches to squash
+	if len(sz.Batches) > 2*maxJournal {
+		old = len(sz.Batches) - maxJournal
+	}
+	var sq squash
+	for i, raw := range sz.Batches {
 		var b batchRecord
 		if err := json.Unmarshal(raw, &b); err != nil {
 			errs = append(errs, err)
@@ -402,13 +417,86 @@ func (s *Service) replay(base *zone.Zone, sz *store.Zone) (*zone.Zone, []journal
 			errs = append(errs, fmt.Errorf("batch %s: %w", b.ID, err))
 			continue
 		}
+		if i < old {
+			sq.add(z.Origin, b)
+		}
 		journal = append(journal, e)
 		z = nz
 	}
 	if len(journal) > maxJournal {
 		journal = journal[len(journal)-maxJournal:]
 	}
+	if old > 0 {
+		if err := s.compact(sz, old, sq); err != nil {
+			errs = append(errs, fmt.Errorf("compacting the stored changes: %w", err))
+		}
+	}
 	return z, journal, errors.Join(errs...)
+}
+
+// actionRemove deletes a record set if it exists, whatever its values:
+// what a DELETE becomes in a squashed batch, which must apply to whatever
+// the base is when replayed.
+const actionRemove = "REMOVE"
+
+// squash folds applied batches into one with the same net effect: for
+// each record set they touched, an UPSERT of its last value or a REMOVE.
+// Batches that did not apply at replay are left out, as they were then.
+type squash struct {
+	order []zone.Key
+	final map[zone.Key]Change
+	last  batchRecord
+	n     int // batches folded in
+}
+
+func (q *squash) add(origin string, b batchRecord) {
+	if q.final == nil {
+		q.final = map[zone.Key]Change{}
+	}
+	for _, c := range b.Changes {
+		rs, err := c.RRSet.toZone(origin)
+		if err != nil {
+			continue // it applied, so it parses; nothing else to do
+		}
+		k := rs.Key()
+		if _, seen := q.final[k]; !seen {
+			q.order = append(q.order, k)
+		}
+		switch strings.ToUpper(c.Action) {
+		case "DELETE", actionRemove:
+			q.final[k] = Change{Action: actionRemove, RRSet: c.RRSet}
+		default:
+			q.final[k] = Change{Action: "UPSERT", RRSet: c.RRSet}
+		}
+	}
+	q.last = b
+	q.n++
+}
+
+// record is the squashed batch (nil when no batch applied).
+func (q *squash) record() ([]byte, error) {
+	if q.n == 0 || len(q.order) == 0 {
+		return nil, nil
+	}
+	r := batchRecord{ID: q.last.ID, Comment: fmt.Sprintf("%d batches squashed, the last %s", q.n, q.last.ID),
+		SubmittedAt: q.last.SubmittedAt, Serial: q.last.Serial}
+	for _, k := range q.order {
+		r.Changes = append(r.Changes, q.final[k])
+	}
+	return json.Marshal(r)
+}
+
+// compact replaces the n oldest stored batches of sz with q's record.
+func (s *Service) compact(sz *store.Zone, n int, q squash) error {
+	data, err := q.record()
+	if err != nil {
+		return err
+	}
+	if err := s.store.CompactBatches(sz.View, sz.Name, n, data); err != nil {
+		return err
+	}
+	s.log.Info("stored changes compacted", "zone", sz.Name, "view", sz.View, "squashed", n, "kept", len(sz.Batches)-n)
+	return nil
 }
 
 // baseZone builds the starting version of an API-managed zone.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/edgestack/edgestack/internal/health"
@@ -200,6 +201,35 @@ func (s *Store) AppendBatch(z *Zone, batch []byte) error {
 		var sk [8]byte
 		binary.BigEndian.PutUint64(sk[:], seq)
 		return b.Put(sk[:], batch)
+	})
+}
+
+// CompactBatches replaces a zone's n oldest batches with squashed (nil:
+// with nothing), stored under the key of the n-th so that it stays before
+// the rest, in one transaction.
+func (s *Store) CompactBatches(view, name string, n int, squashed []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bBatches).Bucket(zoneKey(view, name))
+		if b == nil {
+			return fmt.Errorf("zone %s has no stored batches", name)
+		}
+		var keys [][]byte
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil && len(keys) < n; k, _ = c.Next() {
+			keys = append(keys, slices.Clone(k))
+		}
+		if len(keys) < n {
+			return fmt.Errorf("zone %s has %d stored batches, fewer than the %d to compact", name, len(keys), n)
+		}
+		for _, k := range keys {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		if squashed == nil || n == 0 {
+			return nil
+		}
+		return b.Put(keys[n-1], squashed)
 	})
 }
 

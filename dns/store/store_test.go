@@ -1,7 +1,9 @@
 package store
 
 import (
+	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -65,5 +67,58 @@ func TestStoreRoundTrip(t *testing.T) {
 	}
 	if err := s.DeleteHealthCheck("nope"); err != ErrNotFound {
 		t.Fatalf("delete missing check: %v", err)
+	}
+}
+
+func TestCompactBatches(t *testing.T) {
+	s, err := OpenMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	z := &Zone{Name: "c.test."}
+	for i := range 5 {
+		if err := s.AppendBatch(z, []byte(fmt.Sprintf(`{"n":%d}`, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batches := func() []string {
+		zs, err := s.Zones()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, b := range zs[0].Batches {
+			out = append(out, string(b))
+		}
+		return out
+	}
+	if err := s.CompactBatches("", "c.test.", 6, []byte(`{}`)); err == nil {
+		t.Error("compacted 6 of 5 batches")
+	}
+	if err := s.CompactBatches("", "nope.test.", 1, nil); err == nil {
+		t.Error("compacted a zone without batches")
+	}
+	if got := batches(); len(got) != 5 {
+		t.Fatalf("a refused compaction changed the batches: %v", got)
+	}
+	if err := s.CompactBatches("", "c.test.", 3, []byte(`{"squashed":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := batches(), []string{`{"squashed":true}`, `{"n":3}`, `{"n":4}`}; !slices.Equal(got, want) {
+		t.Errorf("after compaction: %v, want %v", got, want)
+	}
+	// New batches still go after the squashed one.
+	if err := s.AppendBatch(z, []byte(`{"n":5}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := batches(); len(got) != 4 || got[0] != `{"squashed":true}` || got[3] != `{"n":5}` {
+		t.Errorf("after a new batch: %v", got)
+	}
+	if err := s.CompactBatches("", "c.test.", 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := batches(); !slices.Equal(got, []string{`{"n":4}`, `{"n":5}`}) {
+		t.Errorf("after dropping 2: %v", got)
 	}
 }
