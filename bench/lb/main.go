@@ -49,7 +49,7 @@ func main() {
 	threads := flag.Int("threads", 2, "load generator threads")
 	only := flag.String("only", "", "comma-separated subjects (lbd,haproxy,nginx); default all")
 	cases := flag.String("cases", "http1,rate,h2,tls,tcp,failover", "cases to run")
-	rate := flag.Int("rate", 15000, "request rate of the fixed-rate HTTP/1.1 latency case (h2load --h1 --rps)")
+	rate := flag.Int("rate", 8000, "request rate of the fixed-rate HTTP/1.1 latency case (h2load --h1 --rps); well below what every balancer sustains here")
 	lbdBin := flag.String("lbd", "", "lbd binary (default: go build ./cmd/lbd)")
 	procs := flag.Int("lbd-gomaxprocs", 2, "GOMAXPROCS of lbd")
 	resultsDir := flag.String("results", "bench/results", "folder for the JSON results")
