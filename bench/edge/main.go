@@ -203,13 +203,38 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 		"CPU per request: user+system time of the server's whole process tree from /proc, divided by the requests wrk completed.",
 	}}
 	res := &benchkit.Results{Started: time.Now(), Host: benchkit.Hostname(), Machine: benchkit.DescribeMachine(), Versions: versions, Suites: []*benchkit.Suite{suite}}
-	for _, n := range sizes {
-		path := "/obj-" + strconv.Itoa(n)
-		c := &benchkit.Case{Name: "cache hit " + sizeName(n), Metrics: []benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors, benchkit.MetricRSS}}
+	// addCase runs load against every subject in turn (those with a TLS
+	// listener only, when needTLS) as one more case of the suite, with
+	// note (if any) added to the suite's notes.
+	addCase := func(name string, metrics []benchkit.Metric, needTLS bool, note string, load func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error)) {
+		c := &benchkit.Case{Name: name, Metrics: metrics}
 		byName := map[string]*server{}
 		for _, s := range servers {
-			c.Subjects = append(c.Subjects, &benchkit.Subject{Name: s.name, Ours: s.name == "edged"})
+			sub := &benchkit.Subject{Name: s.name, Ours: s.name == "edged"}
+			if needTLS && s.https == "" {
+				sub.Skipped = "no TLS listener (Varnish needs a TLS proxy such as hitch in front)"
+			}
+			c.Subjects = append(c.Subjects, sub)
 			byName[s.name] = s
+		}
+		suite.Cases = append(suite.Cases, c)
+		if note != "" {
+			suite.Notes = append(suite.Notes, note)
+		}
+		err := benchkit.Alternate(ctx, os.Stdout, "edge", c, rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
+			l, before, after, err := load(ctx, byName[sub.Name])
+			if err != nil {
+				return nil, err
+			}
+			return benchkit.Sample(l, before, after, benchkit.MetricRPS.Key), nil
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+	for _, n := range sizes {
+		path := "/obj-" + strconv.Itoa(n)
+		for _, s := range servers {
 			url := "http://127.0.0.1:" + s.port + path
 			for range 3 {
 				if err := warm(url, n); err != nil {
@@ -217,94 +242,36 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 				}
 			}
 		}
-		suite.Cases = append(suite.Cases, c)
-		err := benchkit.Alternate(ctx, os.Stdout, "edge", c, rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
-			s := byName[sub.Name]
-			l, before, after, err := benchkit.Wrk(ctx, "http://127.0.0.1:"+s.port+path, duration, threads, conns, s.proc)
-			if err != nil {
-				return nil, err
-			}
-			return benchkit.Sample(l, before, after, benchkit.MetricRPS.Key), nil
-		})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
+		addCase("cache hit "+sizeName(n),
+			[]benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors, benchkit.MetricRSS}, false, "",
+			func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
+				return benchkit.Wrk(ctx, "http://127.0.0.1:"+s.port+path, duration, threads, conns, s.proc)
+			})
 	}
-	if rate > 0 && len(sizes) > 0 {
+	if len(sizes) > 0 {
 		n := sizes[0]
 		path := "/obj-" + strconv.Itoa(n)
-		c := &benchkit.Case{Name: fmt.Sprintf("cache hit %s at %d req/s", sizeName(n), rate), Metrics: []benchkit.Metric{benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricCPU, benchkit.MetricErrors}}
-		byName := map[string]*server{}
-		for _, s := range servers {
-			c.Subjects = append(c.Subjects, &benchkit.Subject{Name: s.name, Ours: s.name == "edged"})
-			byName[s.name] = s
+		if rate > 0 {
+			addCase(fmt.Sprintf("cache hit %s at %d req/s", sizeName(n), rate),
+				[]benchkit.Metric{benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricCPU, benchkit.MetricErrors}, false,
+				fmt.Sprintf("At a fixed rate: h2load --h1 -t%d -c%d --rps=%d (%d req/s in all), the same load offered to every subject; percentiles over every request from h2load's log.", threads, conns, rate/conns, rate),
+				func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
+					return benchkit.AtRate(ctx, "http://127.0.0.1:"+s.port+path, rate, duration, threads, conns, true, s.proc)
+				})
 		}
-		suite.Cases = append(suite.Cases, c)
-		suite.Notes = append(suite.Notes, fmt.Sprintf("At a fixed rate: h2load --h1 -t%d -c%d --rps=%d (%d req/s in all), the same load offered to every subject; percentiles over every request from h2load's log.", threads, conns, rate/conns, rate))
-		err := benchkit.Alternate(ctx, os.Stdout, "edge", c, rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
-			s := byName[sub.Name]
-			l, before, after, err := benchkit.AtRate(ctx, "http://127.0.0.1:"+s.port+path, rate, duration, threads, conns, true, s.proc)
-			if err != nil {
-				return nil, err
-			}
-			return benchkit.Sample(l, before, after, benchkit.MetricRPS.Key), nil
-		})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
-	}
-	if h2 && len(sizes) > 0 {
-		n := sizes[0]
-		path := "/obj-" + strconv.Itoa(n)
-		c := &benchkit.Case{Name: "HTTPS/1.1 cache hit " + sizeName(n), Metrics: []benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors}}
-		byName := map[string]*server{}
-		for _, s := range servers {
-			sub := &benchkit.Subject{Name: s.name, Ours: s.name == "edged"}
-			if s.https == "" {
-				sub.Skipped = "no TLS listener (Varnish needs a TLS proxy such as hitch in front)"
-			}
-			c.Subjects = append(c.Subjects, sub)
-			byName[s.name] = s
-		}
-		suite.Cases = append(suite.Cases, c)
-		suite.Notes = append(suite.Notes, fmt.Sprintf("HTTPS/1.1: wrk -t%d -c%d over TLS (keep-alive, so handshakes are negligible), same object, already cached.", threads, conns))
-		err := benchkit.Alternate(ctx, os.Stdout, "edge", c, rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
-			s := byName[sub.Name]
-			l, before, after, err := benchkit.Wrk(ctx, "https://127.0.0.1:"+s.https+path, duration, threads, conns, s.proc)
-			if err != nil {
-				return nil, err
-			}
-			return benchkit.Sample(l, before, after, benchkit.MetricRPS.Key), nil
-		})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
-	}
-	if h2 && len(sizes) > 0 {
-		n := sizes[0]
-		path := "/obj-" + strconv.Itoa(n)
-		c := &benchkit.Case{Name: "HTTPS + HTTP/2 cache hit " + sizeName(n), Metrics: []benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricMean, benchkit.MetricErrors, benchkit.MetricRSS}}
-		byName := map[string]*server{}
-		for _, s := range servers {
-			sub := &benchkit.Subject{Name: s.name, Ours: s.name == "edged"}
-			if s.https == "" {
-				sub.Skipped = "no TLS listener (Varnish needs a TLS proxy such as hitch in front)"
-			}
-			c.Subjects = append(c.Subjects, sub)
-			byName[s.name] = s
-		}
-		suite.Cases = append(suite.Cases, c)
-		suite.Notes = append(suite.Notes, fmt.Sprintf("HTTPS + HTTP/2: h2load -t%d -c%d -m10 over TLS 1.3 (self-signed P-256 certificate), same object, already cached.", threads, max(conns/2, 2)))
-		err := benchkit.Alternate(ctx, os.Stdout, "edge", c, rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
-			s := byName[sub.Name]
-			l, before, after, err := benchkit.H2Load(ctx, "https://127.0.0.1:"+s.https+path, duration, threads, max(conns/2, 2), 10, s.proc)
-			if err != nil {
-				return nil, err
-			}
-			return benchkit.Sample(l, before, after, benchkit.MetricRPS.Key), nil
-		})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
+		if h2 {
+			addCase("HTTPS/1.1 cache hit "+sizeName(n),
+				[]benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors}, true,
+				fmt.Sprintf("HTTPS/1.1: wrk -t%d -c%d over TLS (keep-alive, so handshakes are negligible), same object, already cached.", threads, conns),
+				func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
+					return benchkit.Wrk(ctx, "https://127.0.0.1:"+s.https+path, duration, threads, conns, s.proc)
+				})
+			addCase("HTTPS + HTTP/2 cache hit "+sizeName(n),
+				[]benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricMean, benchkit.MetricErrors, benchkit.MetricRSS}, true,
+				fmt.Sprintf("HTTPS + HTTP/2: h2load -t%d -c%d -m10 over TLS 1.3 (self-signed P-256 certificate), same object, already cached.", threads, max(conns/2, 2)),
+				func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
+					return benchkit.H2Load(ctx, "https://127.0.0.1:"+s.https+path, duration, threads, max(conns/2, 2), 10, s.proc)
+				})
 		}
 	}
 	if p, err := res.WriteJSON(resultsDir); err == nil {
