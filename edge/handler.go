@@ -263,9 +263,18 @@ func (h *Handler) fetchAndServe(w http.ResponseWriter, st *reqState, stale *cach
 		return
 	case res.stream != nil:
 		// Too large to cache: the origin sent the whole object, so the
-		// viewer's Range and conditionals are applied here.
+		// viewer's Range and conditionals are applied here...
 		st.upAddr, st.upDur = res.upAddr, res.upDur
-		h.stream(w, st, res.stream, localAnswer(st.r, res.stream, res.have))
+		a := localAnswer(st.r, res.stream, res.have)
+		if a.code == http.StatusPartialContent && a.start-res.have > farRange && acceptsRanges(res.stream.Header) {
+			// ...unless the range starts far in and the origin serves
+			// ranges: then ask it for the range instead of reading
+			// (and dropping) everything before it.
+			_ = res.stream.Body.Close()
+			h.passLarge(w, st, nil)
+			return
+		}
+		h.stream(w, st, res.stream, a)
 		return
 	}
 	e := res.e
@@ -279,6 +288,23 @@ func (h *Handler) fetchAndServe(w http.ResponseWriter, st *reqState, stale *cach
 		st.upAddr, st.upStatus, st.upDur, st.upBytes = res.upAddr, res.upStatus, res.upDur, int64(len(e.Body))
 	}
 	h.deliver(w, st, e, res.key, e.Age(time.Now()))
+}
+
+// farRange is how far into a too-large object a first request's range
+// may start before the edge asks the origin for the range rather than
+// reading up to it.
+const farRange = 1 << 20
+
+// acceptsRanges reports whether an origin response announces byte ranges.
+func acceptsRanges(h http.Header) bool {
+	for _, v := range h.Values("Accept-Ranges") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "bytes") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func canServeStaleOnError(e *cache.Entry, now time.Time) bool {

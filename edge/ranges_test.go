@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -494,4 +495,88 @@ func FuzzETagMatch(f *testing.F) {
 			t.Fatalf("%q does not match itself", etag)
 		}
 	})
+}
+
+// TestRangeFarIntoLargeObject: a first request whose range starts far
+// into an object too large to cache is answered from a ranged origin
+// request when the origin announces Accept-Ranges: the edge drops the
+// whole-object response at once instead of reading the megabytes before
+// the range (here the origin stalls after 64 KiB, so reading up to the
+// range would wait for the stall). An origin without ranges is still read
+// up to the range and answered from there.
+func TestRangeFarIntoLargeObject(t *testing.T) {
+	data := rangeData(4 << 20)
+	var mu sync.Mutex
+	var ranges []string
+	cancelled := make(chan bool, 4)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range"))
+		mu.Unlock()
+		if r.URL.Path == "/noranges" {
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			_, _ = w.Write(data)
+			return
+		}
+		if r.Header.Get("Range") != "" {
+			http.ServeContent(w, r, "", rangeModTime, bytes.NewReader(data))
+			return
+		}
+		w.Header().Set("Accept-Ranges", "bytes")
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		_, _ = w.Write(data[:64<<10])
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			cancelled <- true
+			return
+		case <-time.After(5 * time.Second):
+			cancelled <- false
+		}
+		_, _ = w.Write(data[64<<10:])
+	})
+	te := startEdge(t, rangeHead+oneOrigin(o, ""), nil)
+	const first, last = 3<<20 + 12345, 3<<20 + 12345 + 99
+	want := fmt.Sprintf("bytes %d-%d/%d", first, last, len(data))
+	for _, c := range []struct {
+		path   string
+		ranged bool // a second, ranged origin request
+	}{
+		{"/ranges", true},
+		{"/noranges", false},
+	} {
+		t.Run(c.path, func(t *testing.T) {
+			mu.Lock()
+			ranges = nil
+			mu.Unlock()
+			start := time.Now()
+			r := te.get(c.path, fmt.Sprintf("Range: bytes=%d-%d", first, last))
+			if r.code != 206 || r.body != string(data[first:last+1]) || r.header.Get("Content-Range") != want {
+				t.Fatalf("%d %q, %d bytes", r.code, r.header.Get("Content-Range"), len(r.body))
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("answer took %v: the edge read the object up to the range", d)
+			}
+			mu.Lock()
+			got := slices.Clone(ranges)
+			mu.Unlock()
+			if !c.ranged {
+				if len(got) != 1 {
+					t.Errorf("origin requests with ranges %q, want one", got)
+				}
+				return
+			}
+			if len(got) != 2 || got[0] != "" || got[1] != fmt.Sprintf("bytes=%d-%d", first, last) {
+				t.Errorf("origin requests with ranges %q: want a plain GET, then the range", got)
+			}
+			select {
+			case ok := <-cancelled:
+				if !ok {
+					t.Error("the whole-object origin request was kept open")
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("the whole-object origin request was not cancelled")
+			}
+		})
+	}
 }
