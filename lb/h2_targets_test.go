@@ -505,9 +505,10 @@ func TestHTTP2TargetDeregistered(t *testing.T) {
 			t.Fatal(err)
 		}
 		tl := &trackedListener{Listener: ln}
-		srv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, r.Proto)
-		}), &http2.Server{})}
+		}), Protocols: new(http.Protocols)}
+		srv.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 		go func() { _ = srv.Serve(tl) }()
 		t.Cleanup(func() { _ = srv.Close() })
 		return tl, ln.Addr().String()
