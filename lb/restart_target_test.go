@@ -1,6 +1,8 @@
 package lb
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -15,12 +17,17 @@ import (
 // processes. Requests right after must be answered by the restarted
 // targets (a stale pooled connection is retried on a fresh one, and its
 // stale siblings dropped), and no target may be passively ejected for
-// connections that died while idle.
-func TestTargetsRestart(t *testing.T) { engines(t, testTargetsRestart) }
+// connections that died while idle. Clients on HTTP/1.1, and on HTTP/2
+// over TLS (which the fast engine forwards on the same pools).
+func TestTargetsRestart(t *testing.T) {
+	engines(t, func(t *testing.T) { testTargetsRestart(t, false) })
+	t.Run("http2 clients", func(t *testing.T) { testTargetsRestart(t, true) })
+}
 
-func testTargetsRestart(t *testing.T) {
+func testTargetsRestart(t *testing.T, h2 bool) {
 	a := newBackend(t, "a", nil)
 	b := newBackend(t, "b", nil)
+	certFile, keyFile, cert := writeCert(t, t.TempDir(), "lb", "lb.test")
 	h := startLB(t, `
 admin:
   listen: 127.0.0.1:0
@@ -33,8 +40,26 @@ listeners:
   - name: front
     listen: 127.0.0.1:0
     default_action: {forward: {target_group: t}}
+  - name: tls
+    protocol: https
+    listen: 127.0.0.1:0
+    tls:
+      certificates: [{cert_file: `+certFile+`, key_file: `+keyFile+`}]
+    default_action: {forward: {target_group: t}}
 `)
 	url := h.url("front") + "/x"
+	newClient := func() *http.Client {
+		return &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}
+	}
+	if h2 {
+		url = "https://" + h.svc.Addr("tls").String() + "/x"
+		pool := x509.NewCertPool()
+		pool.AddCert(cert)
+		newClient = func() *http.Client {
+			return &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true,
+				TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "lb.test"}}, Timeout: 5 * time.Second}
+		}
+	}
 
 	// Fill the pools: 24 clients at once leave ~12 idle connections to each.
 	var wg sync.WaitGroup
@@ -42,7 +67,7 @@ listeners:
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}
+			c := newClient()
 			defer c.CloseIdleConnections()
 			for range 20 {
 				if resp, err := c.Get(url); err == nil {
@@ -77,7 +102,8 @@ listeners:
 	restart(b)
 	time.Sleep(50 * time.Millisecond) // the FINs reach lbd's sockets
 
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := newClient()
+	defer client.CloseIdleConnections()
 	seen := map[string]int{}
 	for i := range 40 {
 		code, body, _ := get(t, client, url)
@@ -85,6 +111,16 @@ listeners:
 			t.Fatalf("request %d after the restart: %d %q", i, code, body)
 		}
 		seen[body]++
+	}
+	if h2 {
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Errorf("client spoke %s, want HTTP/2", resp.Proto)
+		}
 	}
 	if seen["new-a"] == 0 || seen["new-b"] == 0 {
 		t.Errorf("answers %v: a restarted target left rotation", seen)
