@@ -2,7 +2,6 @@ package dnsserver
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgestack/edgestack/internal/apptest"
 	"github.com/miekg/dns"
 )
 
@@ -32,7 +32,7 @@ func startNSDPort(t *testing.T, zones []ZoneConfig, extra string, port int) stri
 	}
 	dir := t.TempDir()
 	if port == 0 {
-		port = freePort(t)
+		port = apptest.FreePort(t)
 	}
 	abs, _ := filepath.Abs("testdata")
 	var zs strings.Builder
@@ -96,24 +96,6 @@ remote-control:
 			t.Fatalf("NSD did not answer within 15s:\n%s\n%s", out.String(), log)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	for {
-		l, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.LocalAddr().(*net.UDPAddr).Port
-		l.Close()
-		tl, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		tl.Close()
-		return p
 	}
 }
 

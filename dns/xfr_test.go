@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgestack/edgestack/internal/apptest"
 	"github.com/miekg/dns"
 )
 
@@ -19,7 +20,7 @@ func TestNSDSecondary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts NSD")
 	}
-	nsdPort := freePort(t)
+	nsdPort := apptest.FreePort(t)
 	cfg := testConfig(t)
 	cfg.Transfer = TransferConfig{
 		Allow:    []string{"127.0.0.0/8"},

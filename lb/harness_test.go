@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,9 +75,7 @@ func render(t *testing.T, text string, data any) string {
 		if p, ok := ports[n]; ok {
 			return p
 		}
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		defer ln.Close()
-		_, p, _ := net.SplitHostPort(ln.Addr().String())
+		p := strconv.Itoa(apptest.FreePort(t))
 		ports[n] = p
 		return p
 	}}).Parse(text))

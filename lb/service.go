@@ -71,6 +71,7 @@ type listener struct {
 // httpServer is l7.Server (net/http, HTTP/2) or l7.FastServer.
 type httpServer interface {
 	Serve(net.Listener) error
+	StopAccepting()
 	Shutdown(context.Context) error
 	Close() error
 }
@@ -488,6 +489,11 @@ func (s *Service) serve(l *listener) {
 // finish within the shutdown grace period.
 func (s *Service) retire(l *listener) {
 	grace := s.cfg.Load().Shutdown.Grace.D()
+	if l.http != nil {
+		// Now, not in the goroutine: once the reload returns, new
+		// connections must reach the server built for the new config.
+		l.http.StopAccepting()
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

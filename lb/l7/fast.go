@@ -154,6 +154,10 @@ func (s *FastServer) Close() error {
 	return nil
 }
 
+// StopAccepting stops taking new connections at once (the ones open are
+// left to Shutdown or Close).
+func (s *FastServer) StopAccepting() { s.stop() }
+
 func (s *FastServer) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -211,6 +211,18 @@ func (s *Server) Close() error {
 	return err
 }
 
+// StopAccepting stops taking new connections at once (the ones open are
+// left to Shutdown or Close): a reload that replaces this server must not
+// let it accept once the new one serves.
+func (s *Server) StopAccepting() {
+	s.stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		_ = s.ln.Close() // plain HTTP: net/http's Serve then returns, and Serve sees quit
+	}
+}
+
 func (s *Server) stop() {
 	if s.quit.Swap(true) {
 		return
