@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -255,5 +256,30 @@ func waitFor(t *testing.T, ok func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestNoContentFromBeforeInvalidation: a GET right after an unsafe method
+// invalidated the URL must not get the object fetched before, even when
+// the fill that fetched it has only just finished (its result stays
+// visible to joiners until the store has applied it). 100 rounds of GET,
+// POST, GET with no pause; the origin numbers its answers.
+func TestNoContentFromBeforeInvalidation(t *testing.T) {
+	var n atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, n.Add(1))
+	})
+	te := startEdge(t, oneOrigin(o, "      allowed_methods: [GET, HEAD, POST]\n"), nil)
+	for i := range 100 {
+		path := fmt.Sprintf("/u%d", i)
+		first := te.do("GET", path)
+		if r := te.do("POST", path); r.code != 200 {
+			t.Fatalf("round %d: POST %d", i, r.code)
+		}
+		again := te.do("GET", path)
+		if again.body == first.body {
+			t.Fatalf("round %d: GET after the POST got %q (%s), the answer fetched before it", i, again.body, again.xcache())
+		}
 	}
 }

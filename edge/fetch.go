@@ -59,6 +59,14 @@ func (h *Handler) fill(st *reqState, key2 string, stale *cache.Entry) fillResult
 		}
 		res := c.res
 		res.leader = false
+		if res.e != nil && h.store.Banned(res.e) {
+			// Invalidated after that fetch started (an unsafe method, the
+			// API): this request came after the invalidation, so it must
+			// not get what was fetched before. Fetch on its own.
+			res := h.doFill(st, key2, nil)
+			res.leader = true
+			return res
+		}
 		if res.stream != nil {
 			return fillResult{large: true}
 		}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -34,22 +33,12 @@ func AtRate(ctx context.Context, url string, rate int, d time.Duration, threads,
 	}
 	defer os.RemoveAll(dir)
 	logFile := filepath.Join(dir, "requests.tsv")
-	before, err := Usages(servers...)
-	if err != nil {
-		return Load{}, Usage{}, Usage{}, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
-	defer cancel()
 	args := []string{fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", conns), fmt.Sprintf("--rps=%d", rate/conns),
 		"-D", strconv.Itoa(max(1, int(d.Seconds()))), "--log-file=" + logFile}
 	if h1 {
 		args = append(args, "--h1")
 	}
-	out, err := exec.CommandContext(ctx, "h2load", append(args, url)...).CombinedOutput()
-	if err != nil {
-		return Load{}, before, before, fmt.Errorf("h2load: %v\n%s", err, out)
-	}
-	after, err := Usages(servers...)
+	out, before, after, err := measured(ctx, d, servers, "h2load", append(args, url)...)
 	if err != nil {
 		return Load{}, before, after, err
 	}

@@ -67,21 +67,26 @@ func Usages(procs ...*Proc) (Usage, error) {
 	return total, nil
 }
 
-// Wrk runs wrk against url for d with the given threads and connections
-// (bounded by -d and by ctx) and measures the servers' usage around it.
-func Wrk(ctx context.Context, url string, d time.Duration, threads, conns int, servers ...*Proc) (Load, Usage, Usage, error) {
-	before, err := Usages(servers...)
-	if err != nil {
-		return Load{}, Usage{}, Usage{}, err
+// measured runs a load tool (bounded by d plus 30 s and by ctx) and reads
+// the servers' usage before and after it; out is the tool's output.
+func measured(ctx context.Context, d time.Duration, servers []*Proc, tool string, args ...string) (out []byte, before, after Usage, err error) {
+	if before, err = Usages(servers...); err != nil {
+		return nil, before, before, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "wrk", fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", conns),
-		"-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", url).CombinedOutput()
-	if err != nil {
-		return Load{}, before, before, fmt.Errorf("wrk: %v\n%s", err, out)
+	if out, err = exec.CommandContext(ctx, tool, args...).CombinedOutput(); err != nil {
+		return out, before, before, fmt.Errorf("%s: %v\n%s", tool, err, out)
 	}
-	after, err := Usages(servers...)
+	after, err = Usages(servers...)
+	return out, before, after, err
+}
+
+// Wrk runs wrk against url for d with the given threads and connections
+// (bounded by -d and by ctx) and measures the servers' usage around it.
+func Wrk(ctx context.Context, url string, d time.Duration, threads, conns int, servers ...*Proc) (Load, Usage, Usage, error) {
+	out, before, after, err := measured(ctx, d, servers, "wrk", fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", conns),
+		"-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", url)
 	if err != nil {
 		return Load{}, before, after, err
 	}
@@ -93,18 +98,8 @@ func Wrk(ctx context.Context, url string, d time.Duration, threads, conns int, s
 // connections and concurrent streams per connection, checks that HTTP/2
 // was negotiated, and measures the servers' usage around it.
 func H2Load(ctx context.Context, url string, d time.Duration, threads, conns, streams int, servers ...*Proc) (Load, Usage, Usage, error) {
-	before, err := Usages(servers...)
-	if err != nil {
-		return Load{}, Usage{}, Usage{}, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "h2load", fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", conns), fmt.Sprintf("-m%d", streams),
-		"-D", strconv.Itoa(max(1, int(d.Seconds()))), url).CombinedOutput()
-	if err != nil {
-		return Load{}, before, before, fmt.Errorf("h2load: %v\n%s", err, out)
-	}
-	after, err := Usages(servers...)
+	out, before, after, err := measured(ctx, d, servers, "h2load", fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", conns), fmt.Sprintf("-m%d", streams),
+		"-D", strconv.Itoa(max(1, int(d.Seconds()))), url)
 	if err != nil {
 		return Load{}, before, after, err
 	}

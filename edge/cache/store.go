@@ -131,6 +131,14 @@ func (s *Store) Get(key string) (*Entry, bool) {
 	return e, true
 }
 
+// Banned reports whether an invalidation made since e was fetched covers
+// it (for entries handed around outside the store, such as a finished
+// fill's result).
+func (s *Store) Banned(e *Entry) bool {
+	bans := *s.bans.Load()
+	return len(bans) > 0 && banned(bans, e)
+}
+
 func banned(bans []Ban, e *Entry) bool {
 	for i := len(bans) - 1; i >= 0; i-- {
 		b := &bans[i]
