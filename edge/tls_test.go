@@ -243,4 +243,14 @@ distributions:
 	if resp.ProtoMajor != 2 || resp.Header.Get("X-Cache") != "Hit from edged" || string(body) != "proto=https" {
 		t.Errorf("HTTP/2: %s %s %q", resp.Proto, resp.Header.Get("X-Cache"), body)
 	}
+	// A TLS-ALPN-01 validation handshake (ALPN acme-tls/1 only) completes
+	// and is handed on like HTTP/2, not parsed as HTTP/1.1.
+	c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "a.example.test", InsecureSkipVerify: true, NextProtos: []string{"acme-tls/1"}})
+	if err != nil {
+		t.Fatalf("acme-tls/1 handshake: %v", err)
+	}
+	if p := c.ConnectionState().NegotiatedProtocol; p != "acme-tls/1" {
+		t.Errorf("negotiated %q, want acme-tls/1", p)
+	}
+	c.Close()
 }
