@@ -3,6 +3,8 @@ package dnsserver
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -10,30 +12,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgestack/edgestack/internal/apptest"
 	"github.com/miekg/dns"
 )
 
 // target is a real HTTP server that can be stopped and started on the
-// same port.
+// same port. Its port is below the ephemeral range and it answers a token
+// of its own, so that while it is stopped no other test's server or
+// outgoing connection can pass for it.
 type target struct {
-	addr string
-	srv  *http.Server
+	addr  string
+	token string
+	srv   *http.Server
 }
 
 func newTarget(t *testing.T) *target {
-	tg := &target{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg.addr = ln.Addr().String()
-	tg.serve(ln)
+	tg := &target{token: fmt.Sprintf("target-%d", rand.Int64())}
+	tg.addr = fmt.Sprintf("127.0.0.1:%d", apptest.FreePort(t))
+	tg.start(t)
 	t.Cleanup(tg.stop)
 	return tg
 }
 
 func (tg *target) serve(ln net.Listener) {
-	tg.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })}
+	tg.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, tg.token) })}
 	go tg.srv.Serve(ln)
 }
 
@@ -95,7 +97,7 @@ func TestFailoverFollowsHealth(t *testing.T) {
 	call(t, base, "POST", "/v1/zones", CreateZone{Name: "r.test."}, nil)
 	primary := newTarget(t)
 	const interval, threshold = 200 * time.Millisecond, 2
-	mustCheck(t, base, "primary", fmt.Sprintf(`{"kind":"http","address":%q,"interval":"%s","timeout":"100ms","healthy_threshold":%d,"unhealthy_threshold":%d}`, primary.addr, interval, threshold, threshold))
+	mustCheck(t, base, "primary", fmt.Sprintf(`{"kind":"http","address":%q,"body_contains":%q,"interval":"%s","timeout":"100ms","healthy_threshold":%d,"unhealthy_threshold":%d}`, primary.addr, primary.token, interval, threshold, threshold))
 	p := a("www.r.test.", 60, "192.0.2.1")
 	p.SetIdentifier, p.Failover, p.HealthCheckID = "p", "PRIMARY", "primary"
 	s := a("www.r.test.", 60, "192.0.2.2")
