@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgestack/edgestack/internal/apptest"
 	"github.com/edgestack/edgestack/internal/config"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -201,16 +202,11 @@ func tcpListener(t *testing.T) (addr string, accepted *atomic.Int64) {
 	return ln.Addr().String(), accepted
 }
 
-// closedPort returns a loopback address nothing listens on.
+// closedPort returns a loopback address nothing listens on, below the
+// ephemeral range, where no other test's server will be given it.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
+	return fmt.Sprintf("127.0.0.1:%d", apptest.FreePort(t))
 }
 
 // recorder is a Subscriber that keeps every event.
