@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgestack/edgestack/edge/cache"
 	"github.com/edgestack/edgestack/internal/accesslog"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Handler is the edge's viewer-facing HTTP handler.
@@ -266,7 +267,7 @@ func (h *Handler) fetchAndServe(w http.ResponseWriter, st *reqState, stale *cach
 		// viewer's Range and conditionals are applied here...
 		st.upAddr, st.upDur = res.upAddr, res.upDur
 		a := localAnswer(st.r, res.stream, res.have)
-		if a.code == http.StatusPartialContent && a.start-res.have > farRange && acceptsRanges(res.stream.Header) {
+		if a.code == http.StatusPartialContent && a.start-res.have > farRange && httpguts.HeaderValuesContainsToken(res.stream.Header["Accept-Ranges"], "bytes") {
 			// ...unless the range starts far in and the origin serves
 			// ranges: then ask it for the range instead of reading
 			// (and dropping) everything before it.
@@ -294,18 +295,6 @@ func (h *Handler) fetchAndServe(w http.ResponseWriter, st *reqState, stale *cach
 // may start before the edge asks the origin for the range rather than
 // reading up to it.
 const farRange = 1 << 20
-
-// acceptsRanges reports whether an origin response announces byte ranges.
-func acceptsRanges(h http.Header) bool {
-	for _, v := range h.Values("Accept-Ranges") {
-		for _, tok := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), "bytes") {
-				return true
-			}
-		}
-	}
-	return false
-}
 
 func canServeStaleOnError(e *cache.Entry, now time.Time) bool {
 	return !e.NoStale && e.Age(now) < e.Fresh+e.SIE

@@ -689,31 +689,9 @@ func (x *exchange) roundTrip(ref *GroupRef, t *targetgroup.Target, setCookie boo
 	// when a pooled one turns out stale.
 	replayOK := r.contentLength == 0 && !r.chunked && isIdempotent(r.method)
 	for attempt := 0; ; attempt++ {
-		var uc *upConn
-		reused := false
-		if attempt == 0 {
-			uc, reused = pool.get()
-		} else {
-			// The pooled connection was stale, so its siblings likely are
-			// too (the target restarted, or closed its idle connections):
-			// drop those and retry on a fresh one, not another stale one.
-			pool.dropDead()
-		}
-		if reused && !replayOK {
-			// This request cannot be sent twice (a body, or a method that
-			// is not idempotent), so make sure the pooled connection was
-			// not closed by the target meanwhile (a shorter keep-alive
-			// timeout than ours): one non-blocking read.
-			for uc != nil && !uc.alive() {
-				uc.close()
-				uc, reused = pool.get()
-			}
-		}
-		if uc == nil {
-			var err error
-			if uc, err = pool.dial(ref); err != nil {
-				return 0, outConnFailed
-			}
+		uc, reused, err := pool.acquire(ref, attempt, replayOK)
+		if err != nil {
+			return 0, outConnFailed
 		}
 		if timeout <= 0 {
 			timeout = 60 * time.Second
@@ -1298,6 +1276,30 @@ func (p *Proxy) DropTarget(t *targetgroup.Target) {
 			u.h2.drop(t.Addr)
 		}
 	}
+}
+
+// acquire returns the connection for a request's attempt. The first takes
+// a pooled one; when the request cannot be sent twice (a body, a method
+// that is not idempotent) it first makes sure that one was not closed by
+// the target meanwhile (a shorter keep-alive timeout than ours): one
+// non-blocking read. A later attempt follows a stale pooled connection,
+// whose siblings likely are stale too (the target restarted, or closed its
+// idle connections): it drops those and dials, rather than take another
+// stale one. reused reports a pooled connection.
+func (p *connPool) acquire(ref *GroupRef, attempt int, replayable bool) (uc *upConn, reused bool, err error) {
+	if attempt == 0 {
+		uc, reused = p.get()
+		for !replayable && uc != nil && !uc.alive() {
+			uc.close()
+			uc, reused = p.get()
+		}
+	} else {
+		p.dropDead()
+	}
+	if uc == nil {
+		uc, err = p.dial(ref)
+	}
+	return uc, reused, err
 }
 
 func (p *connPool) get() (*upConn, bool) {

@@ -73,24 +73,9 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 	}
 	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	for attempt := 0; ; attempt++ {
-		var uc *upConn
-		reused := false
-		if attempt == 0 {
-			uc, reused = pool.get()
-		} else {
-			pool.dropDead() // stale: see roundTrip
-		}
-		if reused && hasBody {
-			for uc != nil && !uc.alive() { // see roundTrip
-				uc.close()
-				uc, reused = pool.get()
-			}
-		}
-		if uc == nil {
-			var err error
-			if uc, err = pool.dial(ref); err != nil {
-				return 0, outConnFailed
-			}
+		uc, reused, err := pool.acquire(ref, attempt, !hasBody)
+		if err != nil {
+			return 0, outConnFailed
 		}
 		start := time.Now()
 		_ = uc.c.SetDeadline(start.Add(timeout))
@@ -105,7 +90,6 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 			return 0, outConnFailed
 		}
 		var resp respHead
-		var err error
 		for {
 			uc.head, err = readHead(uc.br, uc.head, 64<<10)
 			if err != nil {

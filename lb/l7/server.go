@@ -306,22 +306,22 @@ const flushEvery = 64 << 10
 
 func (c *countedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 && c.in != nil {
-		if v := c.pendingIn.Add(int64(n)); v >= flushEvery {
-			c.in.Add(float64(c.pendingIn.Swap(0)))
-		}
-	}
+	count(c.in, &c.pendingIn, n)
 	return n, err
 }
 
 func (c *countedConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	if n > 0 && c.out != nil {
-		if v := c.pendingOut.Add(int64(n)); v >= flushEvery {
-			c.out.Add(float64(c.pendingOut.Swap(0)))
-		}
-	}
+	count(c.out, &c.pendingOut, n)
 	return n, err
+}
+
+// count adds n bytes to pending, and pending to ctr once it reaches
+// flushEvery.
+func count(ctr interface{ Add(float64) }, pending *atomic.Int64, n int) {
+	if n > 0 && ctr != nil && pending.Add(int64(n)) >= flushEvery {
+		ctr.Add(float64(pending.Swap(0)))
+	}
 }
 
 func (c *countedConn) Close() error {
