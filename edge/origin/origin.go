@@ -54,8 +54,8 @@ type HTTP struct {
 	base   *url.URL
 	host   string
 	viewer bool
-	tr     *http.Transport
-	rt     time.Duration
+	tr     http.RoundTripper
+	close  func() // drops idle pooled connections
 }
 
 // NewHTTP builds an HTTP origin.
@@ -74,24 +74,30 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 		o.MaxIdleConns = 256
 	}
 	d := &net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
-		Proxy:                  nil,
-		DialContext:            d.DialContext,
-		ForceAttemptHTTP2:      true,
-		MaxIdleConns:           o.MaxIdleConns,
-		MaxIdleConnsPerHost:    o.MaxIdleConns,
-		MaxConnsPerHost:        o.MaxConnsPerHost,
-		IdleConnTimeout:        o.IdleTimeout,
-		TLSHandshakeTimeout:    o.ConnectTimeout,
-		ResponseHeaderTimeout:  o.ResponseTimeout,
-		ExpectContinueTimeout:  time.Second,
-		DisableCompression:     true, // the edge compresses; bodies pass as they are
-		MaxResponseHeaderBytes: 64 << 10,
+	h := &HTTP{name: o.Name, base: u, host: o.HostHeader}
+	if u.Scheme == "http" && o.MaxConnsPerHost == 0 {
+		h1 := newH1Transport(u.Host, d, o.IdleTimeout, o.MaxIdleConns, o.ResponseTimeout)
+		h.tr, h.close = h1, h1.pool.CloseIdle
+	} else {
+		tr := &http.Transport{
+			Proxy:                  nil,
+			DialContext:            d.DialContext,
+			ForceAttemptHTTP2:      true,
+			MaxIdleConns:           o.MaxIdleConns,
+			MaxIdleConnsPerHost:    o.MaxIdleConns,
+			MaxConnsPerHost:        o.MaxConnsPerHost,
+			IdleConnTimeout:        o.IdleTimeout,
+			TLSHandshakeTimeout:    o.ConnectTimeout,
+			ResponseHeaderTimeout:  o.ResponseTimeout,
+			ExpectContinueTimeout:  time.Second,
+			DisableCompression:     true, // the edge compresses; bodies pass as they are
+			MaxResponseHeaderBytes: 64 << 10,
+		}
+		if o.InsecureSkipVerify {
+			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // opt-in for private origins
+		}
+		h.tr, h.close = tr, tr.CloseIdleConnections
 	}
-	if o.InsecureSkipVerify {
-		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // opt-in for private origins
-	}
-	h := &HTTP{name: o.Name, base: u, host: o.HostHeader, tr: tr, rt: o.ResponseTimeout}
 	if o.HostHeader == "viewer" {
 		h.viewer, h.host = true, ""
 	}
@@ -130,7 +136,11 @@ func (h *HTTP) Addr() string { return h.base.Host }
 // RoundTrip sends req (an outgoing request built by the edge, owned by the
 // caller) to the origin, rewriting its URL and Host.
 func (h *HTTP) RoundTrip(req *http.Request) (*http.Response, error) {
-	out := req.Clone(req.Context())
+	// A shallow copy: only the URL and Host change (a group may send req
+	// to its next member).
+	out := req.WithContext(req.Context())
+	u := *req.URL
+	out.URL = &u
 	out.URL.Scheme = h.base.Scheme
 	out.URL.Host = h.base.Host
 	if h.base.Path != "" {
@@ -156,7 +166,7 @@ func (h *HTTP) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // Close drops pooled connections.
-func (h *HTTP) Close() { h.tr.CloseIdleConnections() }
+func (h *HTTP) Close() { h.close() }
 
 // GroupOptions configure an origin group.
 type GroupOptions struct {
@@ -213,4 +223,4 @@ func (g *Group) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // CloseIdle drops idle pooled connections (after a reload replaced it).
-func (h *HTTP) CloseIdle() { h.tr.CloseIdleConnections() }
+func (h *HTTP) CloseIdle() { h.close() }

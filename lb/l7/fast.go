@@ -14,16 +14,15 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
 	"github.com/edgestack/edgestack/internal/accesslog"
+	"github.com/edgestack/edgestack/internal/connpool"
 	"github.com/edgestack/edgestack/internal/httpguard"
 	"github.com/edgestack/edgestack/lb/accept"
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
-	"golang.org/x/sys/unix"
 )
 
 // FastServer is lbd's HTTP/1.1 engine for plain-HTTP listeners: one
@@ -689,7 +688,7 @@ func (x *exchange) roundTrip(ref *GroupRef, t *targetgroup.Target, setCookie boo
 	// when a pooled one turns out stale.
 	replayOK := r.contentLength == 0 && !r.chunked && isIdempotent(r.method)
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := pool.acquire(ref, attempt, replayOK)
+		uc, reused, err := pool.Acquire(ref.up.dialFn, attempt, replayOK)
 		if err != nil {
 			return 0, outConnFailed
 		}
@@ -697,23 +696,23 @@ func (x *exchange) roundTrip(ref *GroupRef, t *targetgroup.Target, setCookie boo
 			timeout = 60 * time.Second
 		}
 		start := time.Now()
-		_ = uc.c.SetDeadline(start.Add(timeout)) // write, and response head
+		_ = uc.SetDeadline(start.Add(timeout)) // write, and response head
 		if err := x.writeRequest(uc); err != nil {
 			if errors.Is(err, errClient) {
-				uc.close()
+				uc.Close()
 				return 0, outClientGone
 			}
 			// The target may have answered early (and closed without
 			// reading the whole body): relay that answer if it is there.
-			_ = uc.c.SetReadDeadline(time.Now().Add(time.Second))
+			_ = uc.SetReadDeadline(time.Now().Add(time.Second))
 			*keep = false
 			if code, rerr := x.relayResponse(uc, ref, t, setCookie, keep, start); rerr == nil {
 				return code, outDone
 			} else if code != 0 {
-				uc.close()
+				uc.Close()
 				return code, outClientGone
 			}
-			uc.close()
+			uc.Close()
 			if reused && attempt == 0 && replayOK {
 				*keep = !r.connClose && !r.http10
 				continue
@@ -724,7 +723,7 @@ func (x *exchange) roundTrip(ref *GroupRef, t *targetgroup.Target, setCookie boo
 		if err == nil {
 			return code, outDone
 		}
-		uc.close()
+		uc.Close()
 		var ne net.Error
 		switch {
 		case code != 0:
@@ -748,7 +747,7 @@ var (
 func (x *exchange) writeRequest(uc *upConn) error {
 	r := &x.req
 	s := x.s
-	w := uc.bw
+	w := uc.W
 	w.Write(r.method)
 	w.WriteByte(' ')
 	if r.absForm {
@@ -785,7 +784,7 @@ func (x *exchange) writeRequest(uc *upConn) error {
 		w.WriteString("\r\n")
 	case !hasHost:
 		w.WriteString("Host: ")
-		w.WriteString(uc.addr)
+		w.WriteString(uc.Addr)
 		w.WriteString("\r\n")
 	}
 	w.WriteString("X-Forwarded-For: ")
@@ -853,19 +852,19 @@ func (x *exchange) relayResponse(uc *upConn, ref *GroupRef, t *targetgroup.Targe
 	r := &x.req
 	for {
 		var err error
-		uc.head, err = readHead(uc.br, uc.head, 64<<10)
+		uc.Head, err = readHead(uc.R, uc.Head, 64<<10)
 		if err != nil {
 			return 0, err
 		}
 		ref.latency.Observe(time.Since(start).Seconds())
-		resp, ok := parseResponseHead(uc.head, uc.lines[:0])
-		uc.lines = resp.lines
+		resp, ok := parseResponseHead(uc.Head, uc.Lines[:0])
+		uc.Lines = resp.lines
 		if !ok {
 			return 0, errors.New("malformed response head")
 		}
 		if resp.code >= 100 && resp.code < 200 && resp.code != 101 {
 			// Interim responses (100 Continue, 103) are relayed as they are.
-			x.bw.Write(uc.head)
+			x.bw.Write(uc.Head)
 			if x.bw.Flush() != nil {
 				return resp.code, errClient
 			}
@@ -875,7 +874,7 @@ func (x *exchange) relayResponse(uc *upConn, ref *GroupRef, t *targetgroup.Targe
 			if len(r.upgrade) == 0 {
 				return 0, errors.New("101 without an upgrade request")
 			}
-			x.bw.Write(uc.head)
+			x.bw.Write(uc.Head)
 			if x.bw.Flush() != nil {
 				return 101, errClient
 			}
@@ -898,7 +897,7 @@ func (x *exchange) relayResponse(uc *upConn, ref *GroupRef, t *targetgroup.Targe
 		w.Write(resp.statusRest)
 		w.WriteString("\r\n")
 		for _, l := range resp.lines {
-			hl := uc.head[l[0]:l[1]]
+			hl := uc.Head[l[0]:l[1]]
 			colon := bytes.IndexByte(hl, ':')
 			name := hl[:colon]
 			if isHop(name) && !eqFold(name, "content-length") {
@@ -927,40 +926,40 @@ func (x *exchange) relayResponse(uc *upConn, ref *GroupRef, t *targetgroup.Targe
 			w.WriteString("Connection: close\r\n")
 		}
 		w.WriteString("\r\n")
-		if !noBody && (resp.chunked || resp.contentLength < 0 || resp.contentLength > int64(uc.br.Buffered())) {
+		if !noBody && (resp.chunked || resp.contentLength < 0 || resp.contentLength > int64(uc.R.Buffered())) {
 			// A body still to arrive: idle timeout from now on.
-			_ = uc.c.SetDeadline(time.Now().Add(x.s.opts.IdleTimeout))
+			_ = uc.SetDeadline(time.Now().Add(x.s.opts.IdleTimeout))
 		}
 		x.ensureDeadline()
 		reusable := !resp.connClose
 		switch {
 		case noBody:
 		case resp.chunked && clientChunked:
-			if err := copyChunked(w, uc.br, nil); err != nil {
+			if err := copyChunked(w, uc.R, nil); err != nil {
 				return resp.code, err
 			}
 		case resp.chunked:
-			if err := copyChunked(nil, uc.br, w); err != nil {
+			if err := copyChunked(nil, uc.R, w); err != nil {
 				return resp.code, err
 			}
 		case resp.contentLength > 0:
-			if _, err := copyN(w, uc.br, resp.contentLength); err != nil {
+			if _, err := copyN(w, uc.R, resp.contentLength); err != nil {
 				return resp.code, err
 			}
 		case closeDelimited:
 			reusable = false
-			if _, err := io.Copy(w, uc.br); err != nil {
+			if _, err := io.Copy(w, uc.R); err != nil {
 				return resp.code, err
 			}
 		}
 		if err := w.Flush(); err != nil {
-			uc.close()
+			uc.Close()
 			return resp.code, errClient
 		}
 		if reusable {
-			uc.pool.put(uc)
+			uc.Release()
 		} else {
-			uc.close()
+			uc.Close()
 		}
 		return resp.code, nil
 	}
@@ -969,30 +968,30 @@ func (x *exchange) relayResponse(uc *upConn, ref *GroupRef, t *targetgroup.Targe
 // tunnel copies both ways after a 101 until either side closes.
 func (x *exchange) tunnel(uc *upConn) {
 	_ = x.fc.c.SetDeadline(time.Time{})
-	_ = uc.c.SetDeadline(time.Time{})
+	_ = uc.SetDeadline(time.Time{})
 	done := make(chan struct{})
 	go func() {
 		// Client to target, starting with what the client already sent.
 		if n := x.br.Buffered(); n > 0 {
 			b, _ := x.br.Peek(n)
-			_, _ = uc.c.Write(b)
+			_, _ = uc.Write(b)
 			_, _ = x.br.Discard(n)
 		}
-		_, _ = io.Copy(uc.c, x.fc.c)
-		if cw, ok := uc.c.(interface{ CloseWrite() error }); ok {
+		_, _ = io.Copy(uc.Conn, x.fc.c)
+		if cw, ok := uc.Conn.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
 		}
 		close(done)
 	}()
-	if n := uc.br.Buffered(); n > 0 {
-		b, _ := uc.br.Peek(n)
+	if n := uc.R.Buffered(); n > 0 {
+		b, _ := uc.R.Peek(n)
 		_, _ = x.fc.c.Write(b)
-		_, _ = uc.br.Discard(n)
+		_, _ = uc.R.Discard(n)
 	}
-	_, _ = io.Copy(x.fc.c, uc.c)
+	_, _ = io.Copy(x.fc.c, uc.Conn)
 	_ = x.fc.c.Close()
 	<-done
-	uc.close()
+	uc.Close()
 }
 
 type respHead struct {
@@ -1190,55 +1189,9 @@ func (x *exchange) refuse(code int, msg string) {
 }
 
 // upConn is a pooled connection to a target.
-type upConn struct {
-	c     net.Conn
-	br    *bufio.Reader
-	bw    *bufio.Writer
-	addr  string
-	used  time.Time
-	head  []byte
-	lines [][2]int
-	pool  *connPool
-}
+type upConn = connpool.Conn
 
-func (u *upConn) close() { _ = u.c.Close() }
-
-// alive reports whether an idle connection is still open, with one
-// non-blocking MSG_PEEK: EAGAIN means open and quiet; EOF, an error or
-// unexpected bytes mean the target closed it (or broke the protocol).
-func (u *upConn) alive() bool {
-	if u.br.Buffered() > 0 {
-		return false
-	}
-	c := u.c
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	alive := false
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		alive = errors.Is(rerr, unix.EAGAIN)
-		return true
-	})
-	return err == nil && alive
-}
-
-// connPool keeps idle connections to one target, most recent first.
-type connPool struct {
-	mu   sync.Mutex
-	idle []*upConn
-	addr string
-}
-
+// Pool limits per target.
 const (
 	maxIdlePerTarget = 512
 	idleConnTimeout  = 60 * time.Second
@@ -1251,13 +1204,13 @@ type poolKey struct {
 	tls bool
 }
 
-func (p *Proxy) pool(t *targetgroup.Target, ref *GroupRef) *connPool {
+func (p *Proxy) pool(t *targetgroup.Target, ref *GroupRef) *connpool.Pool {
 	k := poolKey{t, ref.up.tls != nil}
 	if v, ok := p.pools.Load(k); ok {
-		return v.(*connPool)
+		return v.(*connpool.Pool)
 	}
-	v, _ := p.pools.LoadOrStore(k, &connPool{addr: t.Addr})
-	return v.(*connPool)
+	v, _ := p.pools.LoadOrStore(k, &connpool.Pool{Addr: t.Addr, MaxIdle: maxIdlePerTarget, IdleTimeout: idleConnTimeout})
+	return v.(*connpool.Pool)
 }
 
 // DropTarget closes the idle connections to a target that left its group:
@@ -1266,7 +1219,7 @@ func (p *Proxy) pool(t *targetgroup.Target, ref *GroupRef) *connPool {
 func (p *Proxy) DropTarget(t *targetgroup.Target) {
 	for _, tls := range []bool{false, true} {
 		if v, ok := p.pools.LoadAndDelete(poolKey{t, tls}); ok {
-			v.(*connPool).closeIdle()
+			v.(*connpool.Pool).CloseIdle()
 		}
 	}
 	p.mu.Lock()
@@ -1278,117 +1231,29 @@ func (p *Proxy) DropTarget(t *targetgroup.Target) {
 	}
 }
 
-// acquire returns the connection for a request's attempt. The first takes
-// a pooled one; when the request cannot be sent twice (a body, a method
-// that is not idempotent) it first makes sure that one was not closed by
-// the target meanwhile (a shorter keep-alive timeout than ours): one
-// non-blocking read. A later attempt follows a stale pooled connection,
-// whose siblings likely are stale too (the target restarted, or closed its
-// idle connections): it drops those and dials, rather than take another
-// stale one. reused reports a pooled connection.
-func (p *connPool) acquire(ref *GroupRef, attempt int, replayable bool) (uc *upConn, reused bool, err error) {
-	if attempt == 0 {
-		uc, reused = p.get()
-		for !replayable && uc != nil && !uc.alive() {
-			uc.close()
-			uc, reused = p.get()
-		}
-	} else {
-		p.dropDead()
-	}
-	if uc == nil {
-		uc, err = p.dial(ref)
-	}
-	return uc, reused, err
-}
-
-func (p *connPool) get() (*upConn, bool) {
-	now := time.Now()
-	p.mu.Lock()
-	for len(p.idle) > 0 {
-		u := p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
-		if now.Sub(u.used) < idleConnTimeout {
-			p.mu.Unlock()
-			return u, true
-		}
-		u.close()
-	}
-	p.mu.Unlock()
-	return nil, false
-}
-
-func (p *connPool) put(u *upConn) {
-	u.used = time.Now()
-	p.mu.Lock()
-	if len(p.idle) < maxIdlePerTarget {
-		p.idle = append(p.idle, u)
-		p.mu.Unlock()
-		return
-	}
-	p.mu.Unlock()
-	u.close()
-}
-
-// dropDead closes the idle connections the target has closed (one
-// non-blocking peek each), keeping the live ones.
-func (p *connPool) dropDead() {
-	p.mu.Lock()
-	idle := p.idle
-	p.idle = nil
-	p.mu.Unlock()
-	live := idle[:0]
-	for _, u := range idle {
-		if u.alive() {
-			live = append(live, u)
-		} else {
-			u.close()
-		}
-	}
-	clear(idle[len(live):])
-	p.mu.Lock()
-	p.idle = append(live, p.idle...)
-	if len(p.idle) > maxIdlePerTarget {
-		for _, u := range p.idle[maxIdlePerTarget:] {
-			u.close()
-		}
-		clear(p.idle[maxIdlePerTarget:])
-		p.idle = p.idle[:maxIdlePerTarget]
-	}
-	p.mu.Unlock()
-}
-
-func (p *connPool) closeIdle() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, u := range p.idle {
-		u.close()
-	}
-	p.idle = nil
-}
-
-func (p *connPool) dial(ref *GroupRef) (*upConn, error) {
-	d := ref.up.dialer
-	c, err := d.Dial("tcp", p.addr)
+// dial connects to a target for the pooled HTTP/1.1 paths (TLS for https
+// groups, verified against the target's host unless insecure).
+func (u *upstream) dial(addr string) (net.Conn, error) {
+	c, err := u.dialer.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	if tc := ref.up.tls; tc != nil {
-		cfg := tc.Clone()
-		if host, _, err := net.SplitHostPort(p.addr); err == nil {
-			cfg.ServerName = host
-		}
-		tlsc := tls.Client(c, cfg)
-		ctx, cancel := context.WithTimeout(context.Background(), d.Timeout)
-		err := tlsc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		c = tlsc
+	if u.tls == nil {
+		return c, nil
 	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10), addr: p.addr, pool: p}, nil
+	cfg := u.tls.Clone()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		cfg.ServerName = host
+	}
+	tlsc := tls.Client(c, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), u.dialer.Timeout)
+	err = tlsc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tlsc, nil
 }
 
 var crlf = []byte("\r\n")

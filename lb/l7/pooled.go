@@ -73,14 +73,14 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 	}
 	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := pool.acquire(ref, attempt, !hasBody)
+		uc, reused, err := pool.Acquire(ref.up.dialFn, attempt, !hasBody)
 		if err != nil {
 			return 0, outConnFailed
 		}
 		start := time.Now()
-		_ = uc.c.SetDeadline(start.Add(timeout))
+		_ = uc.SetDeadline(start.Add(timeout))
 		if err := h.writePooledRequest(uc, r, st); err != nil {
-			uc.close()
+			uc.Close()
 			if errors.Is(err, errClient) {
 				return 0, outClientGone
 			}
@@ -91,13 +91,13 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 		}
 		var resp respHead
 		for {
-			uc.head, err = readHead(uc.br, uc.head, 64<<10)
+			uc.Head, err = readHead(uc.R, uc.Head, 64<<10)
 			if err != nil {
 				break
 			}
 			var ok bool
-			resp, ok = parseResponseHead(uc.head, uc.lines[:0])
-			uc.lines = resp.lines
+			resp, ok = parseResponseHead(uc.Head, uc.Lines[:0])
+			uc.Lines = resp.lines
 			if !ok || resp.code == 101 {
 				err = errors.New("malformed or unexpected response head")
 				break
@@ -107,7 +107,7 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 			}
 		}
 		if err != nil {
-			uc.close()
+			uc.Close()
 			var ne net.Error
 			switch {
 			case errors.As(err, &ne) && ne.Timeout():
@@ -123,7 +123,7 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 		noBody := r.Method == http.MethodHead || resp.code == 204 || resp.code == 304
 		var announced []string // the target's Trailer header
 		for _, l := range resp.lines {
-			hl := uc.head[l[0]:l[1]]
+			hl := uc.Head[l[0]:l[1]]
 			colon := strings.IndexByte(bstr(hl), ':')
 			k := canonicalKey(hl[:colon])
 			if k == "Trailer" && resp.chunked && !noBody {
@@ -150,7 +150,7 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 		w.WriteHeader(resp.code)
 		reusable := !resp.connClose
 		if !noBody {
-			_ = uc.c.SetDeadline(time.Now().Add(5 * time.Minute))
+			_ = uc.SetDeadline(time.Now().Add(5 * time.Minute))
 			bw := writerPool.Get().(*bufio.Writer)
 			bw.Reset(w)
 			var cerr error
@@ -158,12 +158,12 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 			switch {
 			case resp.chunked:
 				trailers = &trailerSink{}
-				cerr = copyChunkedTrailer(nil, uc.br, bw, trailers.add)
+				cerr = copyChunkedTrailer(nil, uc.R, bw, trailers.add)
 			case resp.contentLength > 0:
-				_, cerr = copyN(bw, uc.br, resp.contentLength)
+				_, cerr = copyN(bw, uc.R, resp.contentLength)
 			case resp.contentLength < 0:
 				reusable = false
-				_, cerr = io.Copy(bw, uc.br)
+				_, cerr = io.Copy(bw, uc.R)
 			}
 			if ferr := bw.Flush(); cerr == nil && ferr != nil {
 				cerr = errWrite
@@ -171,7 +171,7 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 			bw.Reset(nil)
 			writerPool.Put(bw)
 			if cerr != nil {
-				uc.close()
+				uc.Close()
 				return resp.code, outClientGone
 			}
 			if trailers != nil {
@@ -179,16 +179,16 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 			}
 		}
 		if reusable {
-			pool.put(uc)
+			uc.Release()
 		} else {
-			uc.close()
+			uc.Close()
 		}
 		return resp.code, outDone
 	}
 }
 
 func (h *Handler) writePooledRequest(uc *upConn, r *http.Request, st *reqState) error {
-	w := uc.bw
+	w := uc.W
 	w.WriteString(r.Method)
 	w.WriteByte(' ')
 	w.WriteString(r.URL.RequestURI())

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgestack/edgestack/internal/connpool"
 	"github.com/edgestack/edgestack/internal/h2client"
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
@@ -120,7 +121,7 @@ type Proxy struct {
 	mu      sync.Mutex
 	ups     map[upKey]*upstream
 	bufs    sync.Pool
-	pools   sync.Map // *targetgroup.Target -> *connPool (fast engine)
+	pools   sync.Map // poolKey -> *connpool.Pool (fast engine)
 }
 
 type upKey struct {
@@ -138,6 +139,7 @@ type upstream struct {
 	tls    *tls.Config // https groups
 	rp     *httputil.ReverseProxy
 	dialer *net.Dialer
+	dialFn func(addr string) (net.Conn, error) // u.dial, bound once
 }
 
 func (u *upstream) closeIdle() {
@@ -170,7 +172,7 @@ func (p *Proxy) Close() {
 		u.closeIdle()
 	}
 	p.pools.Range(func(k, v any) bool {
-		v.(*connPool).closeIdle()
+		v.(*connpool.Pool).CloseIdle()
 		p.pools.Delete(k)
 		return true
 	})
@@ -250,6 +252,7 @@ func (p *Proxy) upstream(k upKey) *upstream {
 	}
 	d := &net.Dialer{Timeout: k.connect, KeepAlive: 30 * time.Second}
 	u := &upstream{dialer: d}
+	u.dialFn = u.dial
 	if k.https {
 		u.tls = &tls.Config{InsecureSkipVerify: k.insecure, MinVersion: tls.VersionTLS12}
 	}

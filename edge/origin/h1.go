@@ -1,0 +1,190 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/edgestack/edgestack/internal/connpool"
+)
+
+// h1Transport is the HTTP/1.1 client for plain-HTTP origins. Each request
+// is written and its response read in the caller's goroutine, over pooled
+// keep-alive connections (internal/connpool, shared with lbd's engine).
+// http.Transport hands every request to two goroutines per connection (a
+// write loop and a read loop); for a request that passes through the edge
+// uncached, those hand-offs cost about as much as everything else edged
+// does for it.
+//
+// What it does not do, so NewHTTP keeps http.Transport for it: TLS
+// (HTTP/2), a cap on connections per host.
+type h1Transport struct {
+	pool        connpool.Pool
+	dialer      *net.Dialer
+	respTimeout time.Duration // to the response head; 0: none
+}
+
+func newH1Transport(addr string, d *net.Dialer, idle time.Duration, maxIdle int, respTimeout time.Duration) *h1Transport {
+	return &h1Transport{
+		pool:        connpool.Pool{Addr: addr, MaxIdle: maxIdle, IdleTimeout: idle},
+		dialer:      d,
+		respTimeout: respTimeout,
+	}
+}
+
+// errHeadTimeout is the error for an origin that sent no response head
+// within the response timeout (a net.Error with Timeout(), so the edge
+// answers 504).
+type headTimeoutError struct{ d time.Duration }
+
+func (e headTimeoutError) Error() string {
+	return fmt.Sprintf("no response headers within %v", e.d)
+}
+func (headTimeoutError) Timeout() bool   { return true }
+func (headTimeoutError) Temporary() bool { return true }
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// RoundTrip sends req (a client request with an absolute URL) and reads
+// the response head. The body reads from the connection; reading it to
+// the end returns the connection to the pool, closing it early closes the
+// connection.
+func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	replayable := !hasBody && (req.Method == http.MethodGet || req.Method == http.MethodHead || req.Method == http.MethodOptions)
+	dial := func(addr string) (net.Conn, error) { return t.dialer.DialContext(ctx, "tcp", addr) }
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		c, reused, err := t.pool.Acquire(dial, attempt, replayable)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := t.exchange(ctx, c, req)
+		if err == nil {
+			return resp, nil
+		}
+		c.Close()
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
+		var ht headTimeoutError
+		if reused && attempt == 0 && replayable && !errors.As(err, &ht) {
+			continue // a keep-alive connection the origin had closed: once more, fresh
+		}
+		return nil, err
+	}
+}
+
+// exchange writes req on c and reads the response head.
+func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.Request) (*http.Response, error) {
+	deadline, hasDeadline := ctx.Deadline()
+	headDeadline := deadline
+	if t.respTimeout > 0 {
+		if d := time.Now().Add(t.respTimeout); !hasDeadline || d.Before(deadline) {
+			headDeadline = d
+		}
+	}
+	_ = c.SetWriteDeadline(deadline)
+	_ = c.SetReadDeadline(headDeadline)
+	// A cancelled request unblocks whatever read or write is under way.
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
+	err := req.Write(c.W)
+	if err == nil {
+		err = c.W.Flush()
+	}
+	if err != nil {
+		// The origin may have answered early (a 413 for a body it will
+		// not read) and closed: take that answer if it is there.
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		resp, rerr := readFinalResponse(c, req)
+		if rerr != nil {
+			stop()
+			return nil, err
+		}
+		// Not reusable: the request was not all sent.
+		return withBody(c, resp, false, stop, deadline), nil
+	}
+	resp, err := readFinalResponse(c, req)
+	if err != nil {
+		stop()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil && !headDeadline.Equal(deadline) {
+			return nil, headTimeoutError{t.respTimeout}
+		}
+		return nil, err
+	}
+	return withBody(c, resp, !resp.Close && !req.Close, stop, deadline), nil
+}
+
+// withBody ties c to resp's body, which releases it when read (to the
+// pool if reuse).
+func withBody(c *connpool.Conn, resp *http.Response, reuse bool, stop func() bool, deadline time.Time) *http.Response {
+	_ = c.SetReadDeadline(deadline)
+	b := &h1Body{rc: resp.Body, c: c, stop: stop, reuse: reuse}
+	if resp.Body == http.NoBody {
+		b.finish(true)
+		return resp
+	}
+	resp.Body = b
+	return resp
+}
+
+// readFinalResponse skips interim (1xx) responses other than 101.
+func readFinalResponse(c *connpool.Conn, req *http.Request) (*http.Response, error) {
+	for {
+		resp, err := http.ReadResponse(c.R, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+	}
+}
+
+// h1Body hands the connection back once the body has been read to its
+// end, and closes it when the body is abandoned.
+type h1Body struct {
+	rc    io.ReadCloser
+	c     *connpool.Conn
+	stop  func() bool
+	reuse bool
+	once  sync.Once
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	b.finish(false)
+	return b.rc.Close()
+}
+
+// finish releases the connection once: to the pool after a complete
+// body on a connection both sides keep open, closed otherwise (closing
+// first also makes the inner body's Close, which drains, return at once).
+func (b *h1Body) finish(complete bool) {
+	b.once.Do(func() {
+		// stop reports false when the request was cancelled: its deadline
+		// is already in the past.
+		if b.stop() && complete && b.reuse && b.c.R.Buffered() == 0 {
+			_ = b.c.SetDeadline(time.Time{})
+			b.c.Release()
+			return
+		}
+		b.c.Close()
+	})
+}

@@ -1,0 +1,204 @@
+// Package connpool keeps idle keep-alive connections to one upstream
+// address (an lbd target, an edged origin) for the lean HTTP/1.1 paths
+// that write requests and read responses themselves: most recently used
+// first, dropped after an idle timeout, checked for a close by the peer
+// with one non-blocking peek where a request cannot be sent twice.
+package connpool
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for a Pool's zero limits.
+const (
+	DefaultMaxIdle     = 512
+	DefaultIdleTimeout = 60 * time.Second
+)
+
+// Conn is one connection with its buffers. It belongs to whoever acquired
+// it until Release (back to the pool) or Close.
+type Conn struct {
+	net.Conn
+	R *bufio.Reader
+	W *bufio.Writer
+	// Addr is the pool's address (the Host for requests without one).
+	Addr string
+	// Head and Lines are scratch space for the owner's response-head
+	// parsing, kept with the connection so they are reused.
+	Head  []byte
+	Lines [][2]int
+
+	pool *Pool
+	used time.Time
+}
+
+// Release returns the connection to its pool for another request. The
+// caller must have read the whole response.
+func (c *Conn) Release() { c.pool.put(c) }
+
+// Alive reports whether an idle connection is still open, with one
+// non-blocking MSG_PEEK: EAGAIN means open and quiet; EOF, an error or
+// unexpected bytes mean the peer closed it (or broke the protocol).
+func (c *Conn) Alive() bool {
+	if c.R.Buffered() > 0 {
+		return false
+	}
+	nc := c.Conn
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		alive = errors.Is(rerr, unix.EAGAIN)
+		return true
+	})
+	return err == nil && alive
+}
+
+// Pool keeps idle connections to one address. The zero value with Addr
+// set is ready to use.
+type Pool struct {
+	Addr string
+	// MaxIdle caps the idle connections kept. Default: DefaultMaxIdle.
+	MaxIdle int
+	// IdleTimeout drops connections idle this long. Default:
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+
+	mu   sync.Mutex
+	idle []*Conn
+}
+
+// Acquire returns the connection for a request's attempt. The first
+// attempt takes a pooled one; when the request cannot be sent twice (a
+// body, a method that is not idempotent) it first makes sure that one was
+// not closed by the peer meanwhile (a shorter keep-alive timeout than
+// ours). A later attempt follows a stale pooled connection, whose siblings
+// likely are stale too (the peer restarted, or closed its idle
+// connections): it drops those and dials, rather than take another stale
+// one. reused reports a pooled connection.
+func (p *Pool) Acquire(dial func(addr string) (net.Conn, error), attempt int, replayable bool) (c *Conn, reused bool, err error) {
+	if attempt == 0 {
+		c, reused = p.get()
+		for !replayable && c != nil && !c.Alive() {
+			c.Close()
+			c, reused = p.get()
+		}
+	} else {
+		p.dropDead()
+	}
+	if c == nil {
+		nc, err := dial(p.Addr)
+		if err != nil {
+			return nil, false, err
+		}
+		c = &Conn{Conn: nc, R: bufio.NewReaderSize(nc, 16<<10), W: bufio.NewWriterSize(nc, 8<<10), Addr: p.Addr, pool: p}
+	}
+	return c, reused, nil
+}
+
+func (p *Pool) limits() (int, time.Duration) {
+	n, d := p.MaxIdle, p.IdleTimeout
+	if n <= 0 {
+		n = DefaultMaxIdle
+	}
+	if d <= 0 {
+		d = DefaultIdleTimeout
+	}
+	return n, d
+}
+
+func (p *Pool) get() (*Conn, bool) {
+	_, timeout := p.limits()
+	now := time.Now()
+	p.mu.Lock()
+	for len(p.idle) > 0 {
+		c := p.idle[len(p.idle)-1]
+		p.idle[len(p.idle)-1] = nil
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(c.used) < timeout {
+			p.mu.Unlock()
+			return c, true
+		}
+		c.Close()
+	}
+	p.mu.Unlock()
+	return nil, false
+}
+
+func (p *Pool) put(c *Conn) {
+	maxIdle, _ := p.limits()
+	c.used = time.Now()
+	p.mu.Lock()
+	if len(p.idle) < maxIdle {
+		p.idle = append(p.idle, c)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	c.Close()
+}
+
+// dropDead closes the idle connections the peer has closed (one
+// non-blocking peek each), keeping the live ones.
+func (p *Pool) dropDead() {
+	maxIdle, _ := p.limits()
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	live := idle[:0]
+	for _, c := range idle {
+		if c.Alive() {
+			live = append(live, c)
+		} else {
+			c.Close()
+		}
+	}
+	clear(idle[len(live):])
+	p.mu.Lock()
+	p.idle = append(live, p.idle...)
+	if len(p.idle) > maxIdle {
+		for _, c := range p.idle[maxIdle:] {
+			c.Close()
+		}
+		clear(p.idle[maxIdle:])
+		p.idle = p.idle[:maxIdle]
+	}
+	p.mu.Unlock()
+}
+
+// CloseIdle closes every idle connection.
+func (p *Pool) CloseIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.idle {
+		c.Close()
+	}
+	p.idle = nil
+}
+
+// Idle returns the number of idle connections.
+func (p *Pool) Idle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
