@@ -9,3 +9,5 @@ import (
 )
 
 func sendHeadAndBlob(net.Conn, []byte, *cache.Blob) (bool, error) { return false, nil }
+
+func defaultSendfileMin() Size { return 64 << 10 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 )
@@ -27,8 +28,11 @@ func TestSendfileLargeHits(t *testing.T) {
 	}
 	bodies := map[string][]byte{}
 	sizes := []int{64 << 10, 300 << 10, 700 << 10, 1 << 20} // the last is above the 768 KiB default bound
-	withMemfd := 3
+	withMemfd := 0
 	for i, n := range sizes {
+		if Size(n) >= defaultSendfileMin() && n <= 768<<10 {
+			withMemfd++
+		}
 		b := make([]byte, n)
 		for j := range b {
 			b[j] = byte(rand.IntN(256))
@@ -61,5 +65,33 @@ func TestSendfileLargeHits(t *testing.T) {
 	te.wait()
 	if n := openFDs(t); n != filled-withMemfd {
 		t.Errorf("memfds not closed after purge: %d open, %d with the objects cached", n, filled)
+	}
+}
+
+// TestDefaultSendfileMin: the default threshold follows the kernel's
+// Meltdown mitigation.
+func TestDefaultSendfileMin(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("Linux only")
+	}
+	dir := t.TempDir()
+	defer func(f string) { meltdownFile = f }(meltdownFile)
+	for _, c := range []struct {
+		content string
+		want    Size
+	}{
+		{"Mitigation: PTI\n", 160 << 10},
+		{"Not affected\n", 64 << 10},
+		{"Vulnerable\n", 64 << 10},
+		{"", 64 << 10}, // no such file
+	} {
+		meltdownFile = filepath.Join(dir, "missing")
+		if c.content != "" {
+			meltdownFile = filepath.Join(dir, "meltdown")
+			os.WriteFile(meltdownFile, []byte(c.content), 0o644)
+		}
+		if got := defaultSendfileMin(); got != c.want {
+			t.Errorf("%q: %d, want %d", c.content, got, c.want)
+		}
 	}
 }
