@@ -45,6 +45,9 @@ type fastServer struct {
 	write      time.Duration // 0: none
 	tlsConf    *tls.Config   // nil: plain HTTP
 	guard      httpguard.Options
+	// full is the handler chain net/http serves, for the requests served
+	// in place (inline.go); nil hands every non-hit over.
+	full http.Handler
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -155,6 +158,7 @@ func (f *fastServer) serveConn(raw net.Conn) {
 	}
 	var deadline time.Time
 	scratch := make([]byte, 0, 256)
+	var ic *inlineConn // state for requests served in place (inline.go)
 	for {
 		if f.closing.Load() {
 			return
@@ -175,6 +179,12 @@ func (f *fastServer) serveConn(raw net.Conn) {
 		served, closeAfter := false, false
 		if head != nil {
 			served, closeAfter = f.serveHit(wc, head, br, &scratch, tlsState != nil)
+			if !served && f.full != nil && inlineable(head) {
+				if ic == nil {
+					ic = &inlineConn{remote: raw.RemoteAddr().String(), ctx: context.Background()}
+				}
+				served, closeAfter = true, f.serveInline(wc, br, ic, tlsState)
+			}
 		}
 		if closeAfter {
 			return
@@ -440,7 +450,14 @@ func handledElsewhere(name []byte) bool {
 	if len(name) >= 3 && (name[0] == 'i' || name[0] == 'I') && (name[1] == 'f' || name[1] == 'F') && name[2] == '-' {
 		return true
 	}
-	for _, n := range [...]string{"range", "content-length", "transfer-encoding", "expect", "upgrade", "te",
+	return asciiEq(name, "range") || framingField(name)
+}
+
+// framingField lists the request fields that keep a request away from the
+// fast server altogether (to net/http): message framing, protocol
+// switches, and the guard's refusal marker.
+func framingField(name []byte) bool {
+	for _, n := range [...]string{"content-length", "transfer-encoding", "expect", "upgrade", "te",
 		"trailer", "x-edgestack-httpguard", "proxy-connection", "http2-settings"} {
 		if asciiEq(name, n) {
 			return true

@@ -44,8 +44,8 @@ func TestFastPathMatchesHandler(t *testing.T) {
 }
 
 // TestFastPathPipelining sends hits, a miss and a conditional request on
-// one connection in one write: answers come back in order, and the
-// connection moves to net/http for the rest.
+// one connection in one write: answers come back in order (the miss and
+// the conditional request are served in place through the full handler).
 func TestFastPathPipelining(t *testing.T) {
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")

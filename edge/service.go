@@ -217,6 +217,7 @@ func (s *Service) Start(ctx context.Context) error {
 		// the handshake).
 		fs := newFastServer(s.h, ln, cfg.Timeouts.Idle.D(), cfg.Timeouts.ReadHeader.D(), cfg.Timeouts.Write.D())
 		fs.guard = guardOpts
+		fs.full = handler
 		if l.TLS != nil {
 			fs.tlsConf = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12,
 				NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}}

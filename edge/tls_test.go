@@ -169,7 +169,7 @@ distributions:
 
 	// get sends GETs for path on one HTTP/1.1 TLS connection and returns
 	// each raw response head and body.
-	get := func(n int, path string) (heads, bodies []string) {
+	get := func(n int, path string, fields ...string) (heads, bodies []string) {
 		t.Helper()
 		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "a.example.test", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
 		if err != nil {
@@ -179,7 +179,7 @@ distributions:
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		br := bufio.NewReader(c)
 		for range n {
-			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a.example.test\r\n\r\n", path)
+			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a.example.test\r\n%s\r\n", path, strings.Join(fields, ""))
 			var head strings.Builder
 			for {
 				line, err := br.ReadString('\n')
@@ -211,14 +211,24 @@ distributions:
 		return strings.Index(head, "\r\nAge:") > strings.Index(head, "\r\nContent-Type:")
 	}
 
-	// A miss, then a hit on the handed-over connection.
+	// A miss (served in place through the full handler), then a hit
+	// from the hit path on the same connection.
 	heads, bodies := get(2, "/c")
 	for i, want := range []string{"200 OK Miss from edged", "200 OK Hit from edged"} {
 		if got := xcache(heads[i]); got != want || bodies[i] != "proto=https" {
 			t.Errorf("first connection, response %d: %s %q, want %s proto=https", i, got, bodies[i], want)
 		}
-		if fastOrder(heads[i]) {
-			t.Errorf("first connection, response %d came from the fast path after the hand-over:\n%s", i, heads[i])
+		if fastOrder(heads[i]) != (i == 1) {
+			t.Errorf("first connection, response %d: from the hit path %v, want %v:\n%s", i, fastOrder(heads[i]), i == 1, heads[i])
+		}
+	}
+	// A request with a framing field is handed over to net/http, which
+	// must still see it as HTTPS (no redirect, X-Forwarded-Proto https),
+	// and keeps the connection.
+	heads, bodies = get(2, "/d", "Content-Length: 0\r\n")
+	for i, want := range []string{"200 OK Miss from edged", "200 OK Hit from edged"} {
+		if got := xcache(heads[i]); got != want || bodies[i] != "proto=https" || fastOrder(heads[i]) {
+			t.Errorf("handed-over connection, response %d: %s %q, want %s proto=https from net/http:\n%s", i, got, bodies[i], want, heads[i])
 		}
 	}
 	// A fresh connection: hits from the fast path.

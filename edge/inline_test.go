@@ -1,0 +1,238 @@
+package edge
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rawConn is a keep-alive HTTP/1.1 connection to the edge that sends
+// requests as written and reads each response whole.
+type rawConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, te *testEdge) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(te.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+type rawResp struct {
+	code   int
+	header http.Header
+	body   string
+	close  bool
+	head   string // the raw head, for field order
+}
+
+func (rc *rawConn) do(method, target string, fields ...string) rawResp {
+	rc.t.Helper()
+	req := method + " " + target + " HTTP/1.1\r\nHost: x\r\n" + strings.Join(fields, "\r\n")
+	if len(fields) > 0 {
+		req += "\r\n"
+	}
+	if _, err := io.WriteString(rc.c, req+"\r\n"); err != nil {
+		rc.t.Fatal(err)
+	}
+	var head strings.Builder
+	for {
+		line, err := rc.br.ReadString('\n')
+		if err != nil {
+			rc.t.Fatalf("%s %s: %v", method, target, err)
+		}
+		head.WriteString(line)
+		if line == "\r\n" {
+			break
+		}
+	}
+	// The body is read before the next request is sent, so this reader
+	// cannot take bytes of a later response.
+	res, err := http.ReadResponse(bufio.NewReader(io.MultiReader(strings.NewReader(head.String()), rc.br)), &http.Request{Method: method})
+	if err != nil {
+		rc.t.Fatalf("%s %s: %v", method, target, err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		rc.t.Fatalf("%s %s: body: %v", method, target, err)
+	}
+	return rawResp{code: res.StatusCode, header: res.Header, body: string(body), close: res.Close, head: head.String()}
+}
+
+// TestInlineMatchesNetHTTP: requests the hit path does not answer are
+// served in place on the fast server's connection, with the same status,
+// fields and body as net/http's server gives them (a request is sent to
+// net/http by adding a framing field, Content-Length: 0, which keeps it
+// away from the fast server).
+func TestInlineMatchesNetHTTP(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/private"):
+			w.Header().Set("Cache-Control", "private")
+			fmt.Fprint(w, "private ", r.URL.Path)
+		case strings.HasPrefix(r.URL.Path, "/nostore"):
+			w.Header().Set("Cache-Control", "no-store")
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"path":%q}`, r.URL.Path)
+		case strings.HasPrefix(r.URL.Path, "/redirect"):
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+		case strings.HasPrefix(r.URL.Path, "/empty"):
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusNoContent)
+		case strings.HasPrefix(r.URL.Path, "/large"):
+			w.Header().Set("Cache-Control", "max-age=60")
+			io.WriteString(w, strings.Repeat("L", 2<<20)) // above max_object_size: streamed
+		case strings.HasPrefix(r.URL.Path, "/chunked"):
+			w.Header().Set("Cache-Control", "no-store")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, strings.Repeat("c", 100<<10)) // no length from the origin
+		default:
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.Header().Set("ETag", `"v1"`)
+			w.Header().Set("Last-Modified", "Mon, 02 Jan 2006 15:04:05 GMT")
+			fmt.Fprint(w, "cached body of ", r.URL.Path)
+		}
+	})
+	te := startEdge(t, oneOrigin(o, "      response_headers: {X-Added: yes}\n"), nil)
+	te.get("/cached")
+	te.wait()
+	inline, full := dialRaw(t, te), dialRaw(t, te)
+	for _, c := range []struct {
+		name, method, target string
+		fields               []string
+		code                 int
+		body                 string
+	}{
+		{"miss", "GET", "/miss", nil, 200, "cached body of /miss-viaB"},
+		{"private", "GET", "/private", nil, 200, "private /private"},
+		{"no-store", "GET", "/nostore", nil, 200, `{"path":"/nostore"}`},
+		{"HEAD of a pass", "HEAD", "/nostore", nil, 200, ""},
+		{"origin redirect", "GET", "/redirect", nil, 302, "<a href=\"/elsewhere\">Found</a>.\n\n"},
+		{"204", "GET", "/empty", nil, 204, ""},
+		{"conditional", "GET", "/cached", []string{`If-None-Match: "v1"`}, 304, ""},
+		{"conditional, no match", "GET", "/cached", []string{`If-None-Match: "v0"`}, 200, "cached body of /cached"},
+		{"range", "GET", "/cached", []string{"Range: bytes=7-10"}, 206, "body"},
+		{"field outside the key", "GET", "/", []string{"X-Ignored: 1"}, 200, "cached body of /"},
+		{"too large to cache", "GET", "/large", nil, 200, strings.Repeat("L", 2<<20)},
+		{"origin without length", "GET", "/chunked", nil, 200, strings.Repeat("c", 100<<10)},
+		{"HEAD of too large", "HEAD", "/large", nil, 200, ""},
+	} {
+		// Twice through net/http first, so both ways see the same cache
+		// state (a cacheable response is a hit by then, a too-large one
+		// a pass); a miss needs paths of its own.
+		full.do(c.method, c.target, append(slices.Clone(c.fields), "Content-Length: 0")...)
+		want := full.do(c.method, c.target, append(slices.Clone(c.fields), "Content-Length: 0")...)
+		got := inline.do(c.method, c.target, c.fields...)
+		if c.name == "miss" {
+			want = full.do(c.method, c.target+"-viaA", append(slices.Clone(c.fields), "Content-Length: 0")...)
+			got = inline.do(c.method, c.target+"-viaB", c.fields...)
+			want.body = strings.Replace(want.body, "-viaA", "-viaB", 1)
+		}
+		if got.code != c.code || got.body != c.body {
+			t.Errorf("%s: inline %d %.40q, want %d %.40q", c.name, got.code, got.body, c.code, c.body)
+		}
+		if got.code != want.code || got.body != want.body {
+			t.Errorf("%s: inline %d %.40q, net/http %d %.40q", c.name, got.code, got.body, want.code, want.body)
+		}
+		for _, k := range []string{"Content-Type", "Content-Length", "Transfer-Encoding", "Cache-Control", "Etag", "Last-Modified",
+			"Location", "Content-Range", "Accept-Ranges", "X-Cache", "X-Added", "Vary"} {
+			if g, w := strings.Join(got.header[k], ","), strings.Join(want.header[k], ","); g != w {
+				t.Errorf("%s: %s inline %q, net/http %q", c.name, k, g, w)
+			}
+		}
+		if got.header.Get("Date") == "" {
+			t.Errorf("%s: no Date", c.name)
+		}
+		if got.close {
+			t.Errorf("%s: connection closed", c.name)
+		}
+	}
+}
+
+// TestInlineKeepsConnection: after a miss served in place, the next hit
+// on the same connection comes from the hit path (its fixed field order:
+// Age after the stored fields), and requests with a body or a protocol
+// switch still go to net/http, which keeps the connection from then on.
+func TestInlineKeepsConnection(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Type", "text/plain")
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, b)
+	})
+	te := startEdge(t, oneOrigin(o, "      allowed_methods: [GET, HEAD, OPTIONS, PUT, POST, PATCH, DELETE]\n"), nil)
+	c := dialRaw(t, te)
+	// The hit path writes the stored fields first, then Age; net/http and
+	// the in-place writer sort them.
+	hitPath := func(r rawResp) bool {
+		return strings.Index(r.head, "\r\nAge:") > strings.Index(r.head, "\r\nContent-Type:")
+	}
+	if r := c.do("GET", "/a"); r.code != 200 || r.header.Get("X-Cache") != "Miss from edged" {
+		t.Fatalf("miss: %d %q", r.code, r.header.Get("X-Cache"))
+	}
+	te.wait()
+	if r := c.do("GET", "/a"); r.code != 200 || r.header.Get("X-Cache") != "Hit from edged" || r.body != "GET /a " {
+		t.Fatalf("hit: %d %q %q", r.code, r.header.Get("X-Cache"), r.body)
+	} else if !hitPath(r) {
+		t.Errorf("the hit after an in-place miss did not come from the hit path:\n%s", r.head)
+	}
+	// A body: net/http serves it and the rest of the connection.
+	if _, err := io.WriteString(c.c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\ndata"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(body) != "POST /a data" {
+		t.Errorf("POST: %d %q", res.StatusCode, body)
+	}
+	c.do("GET", "/a") // the POST invalidated it: a miss
+	te.wait()
+	if r := c.do("GET", "/a"); r.code != 200 || r.body != "GET /a " || r.header.Get("X-Cache") != "Hit from edged" {
+		t.Errorf("after POST: %d %q %q", r.code, r.body, r.header.Get("X-Cache"))
+	} else if hitPath(r) {
+		t.Errorf("the fast server answered on a handed-over connection:\n%s", r.head)
+	}
+}
+
+// TestInlineBadRequests: heads the fast server reads but net/http's checks
+// refuse are refused the same way in place: 400 and the connection closed.
+func TestInlineBadRequests(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
+	te := startEdge(t, oneOrigin(o, ""), nil)
+	for _, head := range []string{
+		"GET / HTTP/1.1\r\n\r\n",                       // no Host
+		"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", // two
+		"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",          // malformed
+		"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n",        // bad target
+	} {
+		c := dialRaw(t, te)
+		before := o.total.Load()
+		io.WriteString(c.c, head)
+		all, _ := io.ReadAll(c.c)
+		if !strings.HasPrefix(string(all), "HTTP/1.1 400 ") {
+			t.Errorf("%q: %.60q, want a 400 and close", head, all)
+		}
+		if o.total.Load() != before {
+			t.Errorf("%q reached the origin", head)
+		}
+	}
+}
