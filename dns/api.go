@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgestack/edgestack/dns/store"
+	"github.com/edgestack/edgestack/dns/zone"
 	"github.com/edgestack/edgestack/internal/admin"
 	"github.com/edgestack/edgestack/internal/health"
 	"github.com/miekg/dns"
@@ -144,21 +145,26 @@ func (s *Service) apiDeleteZone(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Service) current(k zkey) *zoneState {
+// current returns the zone's current version (immutable), read under the
+// lock that changes replace it under; nil: no such zone.
+func (s *Service) current(k zkey) *zone.Zone {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.zones[k]
+	if zs := s.zones[k]; zs != nil {
+		return zs.cur
+	}
+	return nil
 }
 
 func (s *Service) apiRRSets(w http.ResponseWriter, r *http.Request) {
 	k := zoneRef(r)
-	zs := s.current(k)
-	if zs == nil {
+	z := s.current(k)
+	if z == nil {
 		admin.WriteError(w, http.StatusNotFound, fmt.Errorf("no zone %s", k.origin))
 		return
 	}
 	out := []RRSet{}
-	for _, set := range zs.cur.Sets() {
+	for _, set := range z.Sets() {
 		out = append(out, fromZone(set))
 	}
 	admin.WriteJSON(w, http.StatusOK, out)
@@ -205,6 +211,9 @@ func (s *Service) applyBatch(k zkey, b ChangeBatch) (ChangeInfo, int, error) {
 	nz, entry, err := applyDiff(zs.cur, b.Changes, 0)
 	if err != nil {
 		s.m.changes.WithLabelValues("rejected").Inc()
+		if errors.As(err, new(conflictError)) {
+			return ChangeInfo{}, http.StatusConflict, err
+		}
 		return ChangeInfo{}, http.StatusBadRequest, err
 	}
 	now := time.Now().UTC()
@@ -220,7 +229,10 @@ func (s *Service) applyBatch(k zkey, b ChangeBatch) (ChangeInfo, int, error) {
 	}
 	zs.journal = append(zs.journal, entry)
 	if len(zs.journal) > maxJournal { // older serials get a full transfer
-		zs.journal = slices.Delete(zs.journal, 0, len(zs.journal)-maxJournal)
+		// A new array: an IXFR may be reading the old one (xfr.go takes
+		// the slice under the lock and reads it after), and an in-place
+		// delete would shift entries under it.
+		zs.journal = slices.Clone(zs.journal[len(zs.journal)-maxJournal:])
 	}
 	zs.cur = nz
 	s.publish()
@@ -259,14 +271,14 @@ func (s *Service) checkRefs(changes []Change) error {
 
 func (s *Service) apiExport(w http.ResponseWriter, r *http.Request) {
 	k := zoneRef(r)
-	zs := s.current(k)
-	if zs == nil {
+	z := s.current(k)
+	if z == nil {
 		admin.WriteError(w, http.StatusNotFound, fmt.Errorf("no zone %s", k.origin))
 		return
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "; zone %s serial %d exported by dnsd %s\n$ORIGIN %s\n", k.origin, zs.cur.Serial(), time.Now().UTC().Format(time.RFC3339), k.origin)
-	for _, set := range zs.cur.Sets() {
+	fmt.Fprintf(&b, "; zone %s serial %d exported by dnsd %s\n$ORIGIN %s\n", k.origin, z.Serial(), time.Now().UTC().Format(time.RFC3339), k.origin)
+	for _, set := range z.Sets() {
 		p := set.Policy
 		if p.Kind() != "simple" || p.HealthCheckID != "" || p.Alias != nil {
 			j, _ := json.Marshal(fromZone(set))

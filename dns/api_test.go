@@ -77,9 +77,12 @@ func TestChangeAPI(t *testing.T) {
 	w := 10
 	steps := []step{
 		{name: "create", batch: ChangeBatch{Changes: []Change{{"CREATE", a("www.api.test.", 60, "192.0.2.1")}, {"CREATE", a("ns1.api.test.", 60, "192.0.2.53")}}}, code: 200},
-		{name: "create existing", batch: ChangeBatch{Changes: []Change{{"CREATE", a("mail.api.test.", 60, "192.0.2.9")}, {"CREATE", a("www.api.test.", 60, "192.0.2.2")}}}, code: 400, errWant: "changes[1]: CREATE www.api.test. A: the record set already exists"},
-		{name: "delete mismatch", batch: ChangeBatch{Changes: []Change{{"DELETE", a("www.api.test.", 60, "192.0.2.7")}}}, code: 400, errWant: "changes[0]: DELETE www.api.test. A: the values do not match"},
-		{name: "delete missing", batch: ChangeBatch{Changes: []Change{{"DELETE", a("nope.api.test.", 60, "192.0.2.7")}}}, code: 400, errWant: "no such record set"},
+		{name: "create existing", batch: ChangeBatch{Changes: []Change{{"CREATE", a("mail.api.test.", 60, "192.0.2.9")}, {"CREATE", a("www.api.test.", 60, "192.0.2.2")}}}, code: 409, errWant: "changes[1]: CREATE www.api.test. A: the record set already exists"},
+		{name: "replace if unchanged (DELETE then CREATE)", batch: ChangeBatch{Changes: []Change{{"DELETE", a("www.api.test.", 60, "192.0.2.1")}, {"CREATE", a("www.api.test.", 120, "192.0.2.5", "192.0.2.6")}}}, code: 200},
+		{name: "replace after a concurrent change", batch: ChangeBatch{Changes: []Change{{"DELETE", a("www.api.test.", 60, "192.0.2.1")}, {"CREATE", a("www.api.test.", 60, "192.0.2.9")}}}, code: 409, errWant: "changes[0]: DELETE www.api.test. A: the values do not match"},
+		{name: "CREATE then DELETE of one set", batch: ChangeBatch{Changes: []Change{{"CREATE", a("z.api.test.", 60, "192.0.2.1")}, {"DELETE", a("z.api.test.", 60, "192.0.2.1")}}}, code: 400, errWant: "changes[1]"},
+		{name: "delete mismatch", batch: ChangeBatch{Changes: []Change{{"DELETE", a("www.api.test.", 60, "192.0.2.7")}}}, code: 409, errWant: "changes[0]: DELETE www.api.test. A: the values do not match"},
+		{name: "delete missing", batch: ChangeBatch{Changes: []Change{{"DELETE", a("nope.api.test.", 60, "192.0.2.7")}}}, code: 409, errWant: "no such record set"},
 		{name: "bad rdata", batch: ChangeBatch{Changes: []Change{{"UPSERT", a("x.api.test.", 60, "192.0.2.300")}}}, code: 400, errWant: "changes[0]: records[0]"},
 		{name: "outside zone", batch: ChangeBatch{Changes: []Change{{"UPSERT", a("x.other.test.", 60, "192.0.2.3")}}}, code: 400, errWant: "outside the zone"},
 		{name: "bad action", batch: ChangeBatch{Changes: []Change{{"MERGE", a("x.api.test.", 60, "192.0.2.3")}}}, code: 400, errWant: `MERGE`},

@@ -252,6 +252,16 @@ func sameSet(a, b *zone.RRSet) bool {
 // difference, computed from the changed record sets only (a full
 // comparison when routed sets are involved, whose members may share
 // records).
+// conflictError is a change whose precondition does not hold in the zone
+// as it is now (a CREATE of a set that exists, a DELETE of one that does
+// not or differs): the API answers 409, so a client that read the zone
+// before someone else changed it can read again and retry.
+type conflictError struct{ error }
+
+func (e conflictError) Unwrap() error { return e.error }
+
+func conflict(err error) error { return conflictError{err} }
+
 func applyDiff(z *zone.Zone, changes []Change, serial uint32) (*zone.Zone, journalEntry, error) {
 	if len(changes) == 0 {
 		return nil, journalEntry{}, errors.New("changes: at least one change is required")
@@ -283,27 +293,31 @@ func applyDiff(z *zone.Zone, changes []Change, serial uint32) (*zone.Zone, journ
 		if k.SetID != "" {
 			desc += fmt.Sprintf(" (set %q)", k.SetID)
 		}
-		if j, ok := touched[k]; ok {
-			return nil, journalEntry{}, fmt.Errorf("%s: %s is also changed by changes[%d]; one change per record set per batch", f, desc, j)
+		if j, ok := touched[k]; ok && !(strings.EqualFold(changes[j].Action, "DELETE") && strings.EqualFold(c.Action, "CREATE")) {
+			// DELETE then CREATE is Route 53's way to replace a set only
+			// if it is still what the client read (the DELETE must match).
+			return nil, journalEntry{}, fmt.Errorf("%s: %s is also changed by changes[%d]; one change per record set per batch (or a DELETE then a CREATE)", f, desc, j)
 		}
 		touched[k] = i
 		cur := get(k)
-		before[k] = cur
+		if _, seen := before[k]; !seen {
+			before[k] = cur
+		}
 		if s.Policy.Kind() != "simple" || cur != nil && cur.Policy.Kind() != "simple" {
 			routed = true
 		}
 		switch strings.ToUpper(c.Action) {
 		case "CREATE":
 			if cur != nil {
-				return nil, journalEntry{}, fmt.Errorf("%s: CREATE %s: the record set already exists", f, desc)
+				return nil, journalEntry{}, conflict(fmt.Errorf("%s: CREATE %s: the record set already exists", f, desc))
 			}
 			sets[k] = s
 		case "DELETE":
 			if cur == nil {
-				return nil, journalEntry{}, fmt.Errorf("%s: DELETE %s: no such record set", f, desc)
+				return nil, journalEntry{}, conflict(fmt.Errorf("%s: DELETE %s: no such record set", f, desc))
 			}
 			if !sameSet(cur, s) {
-				return nil, journalEntry{}, fmt.Errorf("%s: DELETE %s: the values do not match the record set (ttl %d, %d records); a DELETE must match exactly", f, desc, cur.TTL, len(cur.RRs))
+				return nil, journalEntry{}, conflict(fmt.Errorf("%s: DELETE %s: the values do not match the record set (ttl %d, %d records); a DELETE must match exactly", f, desc, cur.TTL, len(cur.RRs)))
 			}
 			if s.Type == dns.TypeSOA || (s.Type == dns.TypeNS && s.Name == z.Origin) {
 				return nil, journalEntry{}, fmt.Errorf("%s: DELETE %s: the apex SOA and NS cannot be deleted", f, desc)

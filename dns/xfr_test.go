@@ -137,10 +137,33 @@ func TestIXFRFromJournal(t *testing.T) {
 	call(t, srv.adminURL, "POST", "/v1/zones", CreateZone{Name: "ix.test."}, &z)
 	mustChange(t, srv.adminURL, "ix.test", Change{"CREATE", a("www.ix.test.", 60, "192.0.2.1")})
 	mustChange(t, srv.adminURL, "ix.test", Change{"UPSERT", a("www.ix.test.", 60, "192.0.2.2")}, Change{"CREATE", a("mail.ix.test.", 60, "192.0.2.9")})
+	got := ixfr(t, srv.Addr(), "ix.test.", z.Serial+1)
+	s1, s2 := z.Serial+1, z.Serial+2
+	want := []string{fmt.Sprintf("SOA %d", s2), fmt.Sprintf("SOA %d", s1), "192.0.2.1", fmt.Sprintf("SOA %d", s2)}
+	if len(got) != 7 || strings.Join(got[:4], ",") != strings.Join(want, ",") || got[6] != fmt.Sprintf("SOA %d", s2) {
+		t.Fatalf("IXFR: %v", got)
+	}
+	if added := strings.Join(got[4:6], ","); !strings.Contains(added, "192.0.2.2") || !strings.Contains(added, "192.0.2.9") {
+		t.Fatalf("IXFR additions: %v", got)
+	}
+
+	// A replacement by DELETE then CREATE in one batch: the difference is
+	// the old set out, the new one in.
+	mustChange(t, srv.adminURL, "ix.test", Change{"DELETE", a("www.ix.test.", 60, "192.0.2.2")}, Change{"CREATE", a("www.ix.test.", 60, "192.0.2.3")})
+	got = ixfr(t, srv.Addr(), "ix.test.", s2)
+	s3 := s2 + 1
+	if want := []string{fmt.Sprintf("SOA %d", s3), fmt.Sprintf("SOA %d", s2), "192.0.2.2", fmt.Sprintf("SOA %d", s3), "192.0.2.3", fmt.Sprintf("SOA %d", s3)}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("IXFR of a DELETE then CREATE: %v, want %v", got, want)
+	}
+}
+
+// ixfr asks addr for an IXFR of zone from serial and returns each record
+// as "SOA serial" or its rdata.
+func ixfr(t *testing.T, addr, zone string, serial uint32) []string {
+	t.Helper()
 	m := new(dns.Msg)
-	m.SetIxfr("ix.test.", z.Serial+1, "ns1.ix.test.", "hostmaster.ix.test.")
-	tr := &dns.Transfer{}
-	ch, err := tr.In(m, srv.Addr())
+	m.SetIxfr(zone, serial, "ns1."+zone, "hostmaster."+zone)
+	ch, err := (&dns.Transfer{}).In(m, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,12 +180,5 @@ func TestIXFRFromJournal(t *testing.T) {
 			}
 		}
 	}
-	s1, s2 := z.Serial+1, z.Serial+2
-	want := []string{fmt.Sprintf("SOA %d", s2), fmt.Sprintf("SOA %d", s1), "192.0.2.1", fmt.Sprintf("SOA %d", s2)}
-	if len(got) != 7 || strings.Join(got[:4], ",") != strings.Join(want, ",") || got[6] != fmt.Sprintf("SOA %d", s2) {
-		t.Fatalf("IXFR: %v", got)
-	}
-	if added := strings.Join(got[4:6], ","); !strings.Contains(added, "192.0.2.2") || !strings.Contains(added, "192.0.2.9") {
-		t.Fatalf("IXFR additions: %v", got)
-	}
+	return got
 }

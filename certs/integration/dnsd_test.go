@@ -4,17 +4,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgestack/edgestack/certs/certsource"
+	"github.com/edgestack/edgestack/certs/libdnsprovider"
 	"github.com/edgestack/edgestack/certs/manager"
 	"github.com/edgestack/edgestack/certs/pebbletest"
 	dnsserver "github.com/edgestack/edgestack/dns"
 	"github.com/edgestack/edgestack/internal/apptest"
+	"github.com/libdns/libdns"
 )
 
 const token = "dnsd-token"
@@ -126,5 +130,59 @@ func TestDNS01ThroughDNSD(t *testing.T) {
 			t.Fatalf("challenge TXT left in dnsd: %s", rrsets(t, adminURL, "example.test."))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestConcurrentProvidersKeepEachOthersValues: certd builds one libdns
+// provider per certificate, so a wildcard and its apex (both
+// _acme-challenge.<domain>) are written by different providers at once.
+// Against the real dnsd, several such writers appending and then removing
+// their own values concurrently lose none: every value is published while
+// its writer's order would be validated, and nothing is left at the end.
+// With a read-then-UPSERT provider, values went missing in most runs.
+func TestConcurrentProvidersKeepEachOthersValues(t *testing.T) {
+	_, adminURL := startDNSD(t, "example.test.")
+	const writers, rounds = 6, 5
+	ctx := context.Background()
+	for round := range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := &libdnsprovider.Provider{URL: adminURL, Token: token}
+				rec := []libdns.Record{libdns.TXT{Name: "_acme-challenge", Text: fmt.Sprintf("round%d-writer%d", round, w)}}
+				if _, err := p.AppendRecords(ctx, "example.test.", rec); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: append: %v", round, err)
+		}
+		sets := rrsets(t, adminURL, "example.test.")
+		for w := range writers {
+			if v := fmt.Sprintf("round%d-writer%d", round, w); !strings.Contains(sets, v) {
+				t.Fatalf("round %d: value %s lost:\n%s", round, v, sets)
+			}
+		}
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := &libdnsprovider.Provider{URL: adminURL, Token: token}
+				rec := []libdns.Record{libdns.TXT{Name: "_acme-challenge", Text: fmt.Sprintf("round%d-writer%d", round, w)}}
+				if _, err := p.DeleteRecords(ctx, "example.test.", rec); err != nil {
+					t.Errorf("round %d: delete: %v", round, err)
+				}
+			}()
+		}
+		wg.Wait()
+		if sets := rrsets(t, adminURL, "example.test."); strings.Contains(sets, "_acme-challenge") {
+			t.Fatalf("round %d: values left after every writer removed its own:\n%s", round, sets)
+		}
 	}
 }

@@ -1,11 +1,14 @@
 // Package libdnsprovider is a libdns provider for dnsd's change API, so
 // certd (through certmagic) can solve ACME DNS-01 challenges with dnsd.
 //
-// TXT values are merged into the existing RRSet (read, add, UPSERT), so
-// several values per name can be present at once: a wildcard and an apex
-// order for the same domain both use _acme-challenge.<domain> and can run
-// together. Appends and deletes of one Provider are serialised, so two of
-// certd's concurrent orders never lose each other's value.
+// TXT values are merged into the existing RRSet, so several values per
+// name can be present at once: a wildcard and an apex order for the same
+// domain both use _acme-challenge.<domain> and can run together. Each
+// update is conditional (Route 53's DELETE of the set as read, then a
+// CREATE of the new one, in one batch; dnsd answers 409 if the set
+// changed meanwhile) and retried on a conflict, so concurrent writers,
+// each certificate's own Provider included, never lose each other's
+// values.
 //
 // When VerifyServer is set, AppendRecords returns only once dnsd answers
 // the new values over DNS at that address: propagation is checked against
@@ -19,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
@@ -61,6 +65,17 @@ type rrset map[string]any
 
 func (r rrset) name() string { s, _ := r["name"].(string); return s }
 func (r rrset) typ() string  { s, _ := r["type"].(string); return s }
+
+// with returns a copy of r holding records instead of its own.
+func (r rrset) with(records []string) rrset {
+	out := make(rrset, len(r))
+	for k, v := range r {
+		out[k] = v
+	}
+	out["records"] = toAny(records)
+	return out
+}
+
 func (r rrset) records() []string {
 	raw, _ := r["records"].([]any)
 	out := make([]string, 0, len(raw))
@@ -146,27 +161,37 @@ func (p *Provider) AppendRecords(ctx context.Context, zone string, recs []libdns
 	if err != nil {
 		return nil, err
 	}
-	sets, err := p.rrsets(ctx, zone)
-	if err != nil {
-		return nil, err
-	}
-	var batch changeBatch
-	batch.Comment = "certd: ACME DNS-01 challenge"
-	for name, values := range add {
-		cur := find(sets, name)
-		merged := []string{}
-		if cur != nil {
-			merged = cur.records()
-		}
-		for _, v := range values {
-			if !slices.Contains(merged, QuoteTXT(v)) {
-				merged = append(merged, QuoteTXT(v))
+	ttl := p.ttlSeconds(recs)
+	err = p.update(ctx, zone, "certd: ACME DNS-01 challenge", func(sets []rrset) []change {
+		var changes []change
+		for name, values := range add {
+			cur := find(sets, name)
+			if cur == nil {
+				quoted := make([]string, 0, len(values))
+				for _, v := range values {
+					if !slices.Contains(quoted, QuoteTXT(v)) {
+						quoted = append(quoted, QuoteTXT(v))
+					}
+				}
+				changes = append(changes, change{Action: "CREATE", RRSet: rrset{"name": name, "type": "TXT", "ttl": ttl, "records": toAny(quoted)}})
+				continue
 			}
+			merged := cur.records()
+			for _, v := range values {
+				if !slices.Contains(merged, QuoteTXT(v)) {
+					merged = append(merged, QuoteTXT(v))
+				}
+			}
+			if len(merged) == len(cur.records()) {
+				continue // all there already
+			}
+			next := cur.with(merged)
+			next["ttl"] = ttl
+			changes = append(changes, change{Action: "DELETE", RRSet: cur}, change{Action: "CREATE", RRSet: next})
 		}
-		set := rrset{"name": name, "type": "TXT", "ttl": p.ttlSeconds(recs), "records": toAny(merged)}
-		batch.Changes = append(batch.Changes, change{Action: "UPSERT", RRSet: set})
-	}
-	if err := p.submit(ctx, zone, batch); err != nil {
+		return changes
+	})
+	if err != nil {
 		return nil, err
 	}
 	if p.VerifyServer != "" {
@@ -187,47 +212,77 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, recs []libdns
 	if err != nil {
 		return nil, err
 	}
-	sets, err := p.rrsets(ctx, zone)
+	var deleted []libdns.Record
+	err = p.update(ctx, zone, "certd: ACME DNS-01 challenge cleanup", func(sets []rrset) []change {
+		deleted = deleted[:0]
+		var changes []change
+		for name, values := range del {
+			cur := find(sets, name)
+			if cur == nil {
+				continue
+			}
+			var keep []string
+			for _, v := range cur.records() {
+				if slices.Contains(values, UnquoteTXT(v)) {
+					deleted = append(deleted, libdns.TXT{Name: libdns.RelativeName(name, fqdn(zone)), Text: UnquoteTXT(v)})
+					continue
+				}
+				keep = append(keep, v)
+			}
+			switch {
+			case len(keep) == len(cur.records()):
+			case len(keep) == 0:
+				changes = append(changes, change{Action: "DELETE", RRSet: cur})
+			default:
+				changes = append(changes, change{Action: "DELETE", RRSet: cur}, change{Action: "CREATE", RRSet: cur.with(keep)})
+			}
+		}
+		return changes
+	})
 	if err != nil {
 		return nil, err
 	}
-	var batch changeBatch
-	batch.Comment = "certd: ACME DNS-01 challenge cleanup"
-	var deleted []libdns.Record
-	for name, values := range del {
-		cur := find(sets, name)
-		if cur == nil {
-			continue
-		}
-		var keep []string
-		for _, v := range cur.records() {
-			if slices.Contains(values, UnquoteTXT(v)) {
-				deleted = append(deleted, libdns.TXT{Name: libdns.RelativeName(name, fqdn(zone)), Text: UnquoteTXT(v)})
-				continue
-			}
-			keep = append(keep, v)
-		}
-		switch {
-		case len(keep) == len(cur.records()):
-			continue
-		case len(keep) == 0:
-			batch.Changes = append(batch.Changes, change{Action: "DELETE", RRSet: cur})
-		default:
-			set := rrset{}
-			for k, v := range cur {
-				set[k] = v
-			}
-			set["records"] = toAny(keep)
-			batch.Changes = append(batch.Changes, change{Action: "UPSERT", RRSet: set})
-		}
-	}
-	if len(batch.Changes) == 0 {
-		return nil, nil
-	}
-	if err := p.submit(ctx, zone, batch); err != nil {
-		return nil, err
-	}
 	return deleted, nil
+}
+
+// maxAttempts bounds the read, change, submit rounds of one update when
+// other writers keep changing the same record sets.
+const maxAttempts = 10
+
+// update reads the zone's record sets, builds changes from them and
+// submits those. Every change is conditional: a CREATE fails if the set
+// appeared meanwhile, a DELETE (also the first half of a replacement) if
+// the set is no longer exactly what was read, and dnsd then answers 409
+// and applies nothing. Then it reads again and retries, so concurrent
+// writers (another certificate's order for the same
+// _acme-challenge name, another certd) never lose each other's values,
+// which a read-then-UPSERT would.
+func (p *Provider) update(ctx context.Context, zone, comment string, build func([]rrset) []change) error {
+	var err error
+	for attempt := range maxAttempts {
+		var sets []rrset
+		if sets, err = p.rrsets(ctx, zone); err != nil {
+			return err
+		}
+		changes := build(sets)
+		if len(changes) == 0 {
+			return nil
+		}
+		err = p.submit(ctx, zone, changeBatch{Comment: comment, Changes: changes})
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+			return err
+		}
+		// Back off a little, differently for each writer, so two that
+		// collided do not collide again.
+		wait := time.Duration(attempt+1)*10*time.Millisecond + time.Duration(rand.Int64N(int64(10*time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+	return fmt.Errorf("libdnsprovider: gave up after %d conflicting updates: %w", maxAttempts, err)
 }
 
 // group maps fully qualified names to TXT values.

@@ -224,7 +224,17 @@ func (s *Server) postChanges(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "request body: "+err.Error())
 		return
 	}
-	// Validate everything first: a bad batch changes nothing.
+	// Validate everything first, against the sets as each earlier change
+	// of the batch leaves them: a bad batch changes nothing. As dnsd, a
+	// CREATE of a set that exists, or a DELETE of one that does not or
+	// differs from it, is a conflict (409).
+	overlay := map[string]map[string]any{}
+	current := func(name string) map[string]any {
+		if set, ok := overlay[name]; ok {
+			return set
+		}
+		return s.sets[name]
+	}
 	for i, c := range batch.Changes {
 		name, _ := c.RRSet["name"].(string)
 		typ, _ := c.RRSet["type"].(string)
@@ -232,13 +242,23 @@ func (s *Server) postChanges(w http.ResponseWriter, r *http.Request) {
 			writeErr(w, http.StatusBadRequest, fmt.Sprintf("changes[%d]: rrset %q %s not a TXT record in zone %s", i, name, typ, z))
 			return
 		}
+		key := strings.ToLower(name)
+		cur := current(key)
 		switch c.Action {
-		case "CREATE", "UPSERT":
-		case "DELETE":
-			if s.sets[strings.ToLower(name)] == nil {
-				writeErr(w, http.StatusBadRequest, fmt.Sprintf("changes[%d]: DELETE of a missing rrset", i))
+		case "UPSERT":
+			overlay[key] = c.RRSet
+		case "CREATE":
+			if cur != nil {
+				writeErr(w, http.StatusConflict, fmt.Sprintf("changes[%d]: CREATE %s: the record set already exists", i, name))
 				return
 			}
+			overlay[key] = c.RRSet
+		case "DELETE":
+			if cur == nil || !sameSet(cur, c.RRSet) {
+				writeErr(w, http.StatusConflict, fmt.Sprintf("changes[%d]: DELETE %s: no such record set, or the values do not match", i, name))
+				return
+			}
+			overlay[key] = nil
 		default:
 			writeErr(w, http.StatusBadRequest, fmt.Sprintf("changes[%d]: unknown action %q", i, c.Action))
 			return
@@ -264,4 +284,32 @@ func (s *Server) postChanges(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{"id": "C1", "status": "INSYNC", "serial": 1, "submitted_at": "2026-01-01T00:00:00Z"})
+}
+
+// sameSet compares two RRSet JSON objects by TTL and values (in any order).
+func sameSet(a, b map[string]any) bool {
+	if fmt.Sprint(a["ttl"]) != fmt.Sprint(b["ttl"]) {
+		return false
+	}
+	va, vb := fmt.Sprint(a["records"]), fmt.Sprint(b["records"])
+	if va == vb {
+		return true
+	}
+	ra, _ := a["records"].([]any)
+	rb, _ := b["records"].([]any)
+	if len(ra) != len(rb) {
+		return false
+	}
+	for _, x := range ra {
+		found := false
+		for _, y := range rb {
+			if x == y {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
