@@ -143,8 +143,11 @@ func TestDNS01ThroughDNSD(t *testing.T) {
 func TestConcurrentProvidersKeepEachOthersValues(t *testing.T) {
 	_, adminURL := startDNSD(t, "example.test.")
 	const writers, rounds = 6, 5
-	ctx := context.Background()
-	for round := range rounds {
+	// all runs op (append or delete) for every writer's own value at
+	// once, each through a provider of its own, as certd's certificates
+	// have.
+	all := func(round int, op string) {
+		t.Helper()
 		var wg sync.WaitGroup
 		errs := make(chan error, writers)
 		for w := range writers {
@@ -153,34 +156,32 @@ func TestConcurrentProvidersKeepEachOthersValues(t *testing.T) {
 				defer wg.Done()
 				p := &libdnsprovider.Provider{URL: adminURL, Token: token}
 				rec := []libdns.Record{libdns.TXT{Name: "_acme-challenge", Text: fmt.Sprintf("round%d-writer%d", round, w)}}
-				if _, err := p.AppendRecords(ctx, "example.test.", rec); err != nil {
-					errs <- err
+				var err error
+				if op == "append" {
+					_, err = p.AppendRecords(context.Background(), "example.test.", rec)
+				} else {
+					_, err = p.DeleteRecords(context.Background(), "example.test.", rec)
 				}
+				errs <- err
 			}()
 		}
 		wg.Wait()
 		close(errs)
 		for err := range errs {
-			t.Fatalf("round %d: append: %v", round, err)
+			if err != nil {
+				t.Fatalf("round %d: %s: %v", round, op, err)
+			}
 		}
+	}
+	for round := range rounds {
+		all(round, "append")
 		sets := rrsets(t, adminURL, "example.test.")
 		for w := range writers {
 			if v := fmt.Sprintf("round%d-writer%d", round, w); !strings.Contains(sets, v) {
 				t.Fatalf("round %d: value %s lost:\n%s", round, v, sets)
 			}
 		}
-		for w := range writers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				p := &libdnsprovider.Provider{URL: adminURL, Token: token}
-				rec := []libdns.Record{libdns.TXT{Name: "_acme-challenge", Text: fmt.Sprintf("round%d-writer%d", round, w)}}
-				if _, err := p.DeleteRecords(ctx, "example.test.", rec); err != nil {
-					t.Errorf("round %d: delete: %v", round, err)
-				}
-			}()
-		}
-		wg.Wait()
+		all(round, "delete")
 		if sets := rrsets(t, adminURL, "example.test."); strings.Contains(sets, "_acme-challenge") {
 			t.Fatalf("round %d: values left after every writer removed its own:\n%s", round, sets)
 		}

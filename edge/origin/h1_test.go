@@ -212,28 +212,11 @@ func TestH1Timeouts(t *testing.T) {
 // TestH1Garbage: an origin that answers with something that is not HTTP
 // gives an error, and its connection is not pooled.
 func TestH1Garbage(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				c.Write([]byte("SSH-2.0-nope\r\n\r\n"))
-			}()
-		}
-	}()
-	o, _ := NewHTTP(HTTPOptions{Name: "o", URL: ln.Addr().String()})
+	addr := rawOrigin(t, func(c net.Conn) {
+		c.Write([]byte("SSH-2.0-nope\r\n\r\n"))
+		c.Close()
+	})
+	o, _ := NewHTTP(HTTPOptions{Name: "o", URL: addr})
 	defer o.Close()
 	req, _ := http.NewRequest("GET", "/", nil)
 	if resp, err := o.RoundTrip(req); err == nil {
@@ -248,31 +231,13 @@ func TestH1Garbage(t *testing.T) {
 // TestH1EarlyAnswer: an origin that refuses a large upload without
 // reading it (and closes) gets its answer relayed, not a 502.
 func TestH1EarlyAnswer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					c.Close()
-					return
-				}
-				c.Write([]byte("HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n"))
-				c.(*net.TCPConn).CloseWrite()
-				time.Sleep(100 * time.Millisecond)
-				c.Close() // unread upload: the close resets the connection
-			}()
-		}
-	}()
-	o, _ := NewHTTP(HTTPOptions{Name: "o", URL: ln.Addr().String()})
+	addr := rawOrigin(t, func(c net.Conn) {
+		c.Write([]byte("HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n"))
+		c.(*net.TCPConn).CloseWrite()
+		time.Sleep(100 * time.Millisecond)
+		c.Close() // unread upload: the close resets the connection
+	})
+	o, _ := NewHTTP(HTTPOptions{Name: "o", URL: addr})
 	defer o.Close()
 	req, _ := http.NewRequest("POST", "/upload", io.LimitReader(neverEnding('x'), 64<<20))
 	resp, err := o.RoundTrip(req)
@@ -293,4 +258,31 @@ func (b neverEnding) Read(p []byte) (int, error) {
 		p[i] = byte(b)
 	}
 	return len(p), nil
+}
+
+// rawOrigin is a TCP origin that reads one request head per connection
+// and then hands the connection to answer; it returns its address.
+func rawOrigin(t *testing.T, answer func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					c.Close()
+					return
+				}
+				answer(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

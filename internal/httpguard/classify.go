@@ -603,28 +603,77 @@ func framingKind(name []byte) string {
 }
 
 // editDistanceAtMost reports whether the Levenshtein distance of a and b is
-// at most k.
+// at most k (k small, b at most 23 bytes). It runs for every field name
+// of the right length in every request head, so it first compares the
+// letters as multisets (each edit changes that difference by at most 2)
+// and then fills only the band |i-j| <= k of the table, stopping once a
+// whole row is over k.
 func editDistanceAtMost(a []byte, b string, k int) bool {
 	if d := len(a) - len(b); d > k || -d > k {
 		return false
 	}
+	var count [256]int8
+	for _, c := range a {
+		count[c]++
+	}
+	for i := 0; i < len(b); i++ {
+		count[b[i]]--
+	}
+	diff := 0
+	for _, c := range a {
+		diff += abs8(count[c])
+		count[c] = 0
+	}
+	for i := 0; i < len(b); i++ {
+		diff += abs8(count[b[i]])
+		count[b[i]] = 0
+	}
+	if diff > 2*k {
+		return false
+	}
+	const far = 1 << 16
 	var pb, cb [24]int
 	prev, cur := pb[:len(b)+1], cb[:len(b)+1]
 	for j := range prev {
-		prev[j] = j
+		prev[j] = far
+		if j <= k {
+			prev[j] = j
+		}
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
+		lo, hi := max(1, i-k), min(len(b), i+k)
+		cur[0] = far
+		if i <= k {
+			cur[0] = i
+		}
+		if lo > 1 {
+			cur[lo-1] = far
+		}
+		rowMin := cur[0]
+		for j := lo; j <= hi; j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			rowMin = min(rowMin, cur[j])
+		}
+		if hi < len(b) {
+			cur[hi+1] = far
+		}
+		if rowMin > k {
+			return false
 		}
 		prev, cur = cur, prev
 	}
 	return prev[len(b)] <= k
+}
+
+func abs8(x int8) int {
+	if x < 0 {
+		return -int(x)
+	}
+	return int(x)
 }
 
 func quoteName(b []byte) string {
