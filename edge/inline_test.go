@@ -2,8 +2,10 @@ package edge
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
@@ -235,4 +237,60 @@ func TestInlineBadRequests(t *testing.T) {
 			t.Errorf("%q reached the origin", head)
 		}
 	}
+}
+
+// FuzzInlineHead feeds arbitrary request heads to the in-place path: it
+// must never panic; a head it takes must reach the handler as a GET or
+// HEAD with one Host and no body, and the answer written must be one
+// well-formed HTTP/1.1 response (a 400 for heads http.ReadRequest
+// refuses).
+func FuzzInlineHead(f *testing.F) {
+	for _, s := range []string{
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+		"HEAD /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+		"GET /a?q=1 HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"e\"\r\nRange: bytes=0-1\r\n\r\n",
+		"GET /big HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\n X: folded\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// An empty Host is accepted, as net/http's server accepts it.
+		if (r.Method != "GET" && r.Method != "HEAD") || r.Header["Host"] != nil || r.Body != http.NoBody {
+			panic(fmt.Sprintf("handler got %s %q host %q body %T", r.Method, r.RequestURI, r.Host, r.Body))
+		}
+		n := len(r.URL.Path) * 1000 // small bodies buffered, long paths chunked
+		if r.URL.Path == "/big" {
+			n = 200 << 10
+		}
+		w.Header().Set("X-Path", r.URL.Path)
+		io.WriteString(w, strings.Repeat("b", n))
+	})
+	fs := &fastServer{h: &Handler{log: slog.New(slog.DiscardHandler)}, full: handler}
+	f.Fuzz(func(t *testing.T, head string) {
+		if !strings.HasSuffix(head, "\r\n\r\n") || strings.Count(head, "\r\n\r\n") != 1 || len(head) > 4096 || !inlineable([]byte(head)) {
+			return
+		}
+		br := bufio.NewReaderSize(strings.NewReader(head), 4096)
+		c := &bufConn{}
+		fs.serveInline(c, br, &inlineConn{remote: "127.0.0.1:1", ctx: context.Background()}, nil)
+		method := strings.SplitN(head, " ", 2)[0]
+		resp, err := http.ReadResponse(bufio.NewReader(&c.out), &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("unparsable response for %q: %v\n%q", head, err, c.out.String())
+		}
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			t.Fatalf("bad body for %q: %v", head, err)
+		}
+		resp.Body.Close()
+		if c.out.Len() != 0 {
+			t.Fatalf("%d bytes after the response for %q", c.out.Len(), head)
+		}
+		if resp.StatusCode != 200 && resp.StatusCode != 400 {
+			t.Fatalf("status %d for %q", resp.StatusCode, head)
+		}
+	})
 }

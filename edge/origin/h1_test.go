@@ -286,3 +286,45 @@ func rawOrigin(t *testing.T, answer func(net.Conn)) string {
 	}()
 	return ln.Addr().String()
 }
+
+// FuzzH1Response feeds arbitrary origin answers to the lean client: it
+// must never panic or hang; an answer it accepts has a real status and a
+// body that reads to its end or fails; and a connection is pooled only
+// after an answer it read completely.
+func FuzzH1Response(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.1 200 OK\r\n\r\nuntil close",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nshort",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
+		"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx",
+		"garbage\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, answer string) {
+		addr := rawOrigin(t, func(c net.Conn) {
+			c.Write([]byte(answer))
+			c.Close()
+		})
+		o, _ := NewHTTP(HTTPOptions{Name: "o", URL: addr, ResponseTimeout: time.Second})
+		defer o.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "/", nil)
+		resp, err := o.RoundTrip(req)
+		if err != nil {
+			return
+		}
+		if resp.StatusCode < 100 || resp.StatusCode > 999 {
+			t.Fatalf("status %d from %q", resp.StatusCode, answer)
+		}
+		_, rerr := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if idle := o.tr.(*h1Transport).pool.Idle(); idle > 0 && rerr != nil {
+			t.Fatalf("connection pooled after a failed body (%v) from %q", rerr, answer)
+		}
+	})
+}
