@@ -121,7 +121,10 @@ func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.
 		}
 		return nil, err
 	}
-	return withBody(c, resp, !resp.Close && !req.Close, stop, deadline), nil
+	// A 101 (the edge asks for no upgrade) leaves the connection in
+	// another protocol: never pooled.
+	reuse := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	return withBody(c, resp, reuse, stop, deadline), nil
 }
 
 // withBody ties c to resp's body, which releases it when read (to the

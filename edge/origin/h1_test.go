@@ -328,3 +328,29 @@ func FuzzH1Response(f *testing.F) {
 		}
 	})
 }
+
+// TestH1SwitchingProtocolsNotPooled: a 101 from an origin (the edge asks
+// for no upgrade) leaves its connection in another protocol, so it is not
+// pooled even though the origin keeps it open.
+func TestH1SwitchingProtocolsNotPooled(t *testing.T) {
+	addr := rawOrigin(t, func(c net.Conn) {
+		c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\nConnection: Upgrade\r\n\r\n"))
+		time.Sleep(time.Second)
+		c.Close()
+	})
+	o, _ := NewHTTP(HTTPOptions{Name: "o", URL: addr})
+	defer o.Close()
+	req, _ := http.NewRequest("GET", "/", nil)
+	resp, err := o.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 101 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if n := o.tr.(*h1Transport).pool.Idle(); n != 0 {
+		t.Errorf("%d connections pooled after a 101", n)
+	}
+}
