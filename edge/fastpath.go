@@ -389,6 +389,9 @@ func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch
 		out = now.UTC().AppendFormat(out, http.TimeFormat)
 		out = append(out, "\r\n"...)
 	}
+	if f.closing.Load() {
+		closeConn = true // shutting down: this connection ends after this response
+	}
 	if closeConn {
 		out = append(out, "Connection: close\r\n"...)
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -108,6 +109,7 @@ func (f *fastServer) serveInline(wc net.Conn, br *bufio.Reader, ic *inlineConn, 
 	req = req.WithContext(ctx)
 	w := &ic.w
 	w.reset(wc, req)
+	w.closing = &f.closing
 	if f.write > 0 {
 		_ = wc.SetWriteDeadline(time.Now().Add(f.write))
 	}
@@ -162,6 +164,7 @@ type inlineWriter struct {
 	chunked    bool
 	hasCT      bool
 	closeAfter bool
+	closing    *atomic.Bool // the server is shutting down: close after this response
 	err        error
 }
 
@@ -316,6 +319,9 @@ func (w *inlineWriter) commit(final bool) {
 	default:
 		w.chunked = true
 		h = append(h, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if w.closing != nil && w.closing.Load() {
+		w.closeAfter = true // tell the client, as net/http does during Shutdown
 	}
 	if w.closeAfter {
 		h = append(h, "Connection: close\r\n"...)

@@ -294,3 +294,37 @@ func FuzzInlineHead(f *testing.F) {
 		}
 	})
 }
+
+// TestInlineShutdownClosesAfterResponse: a request served in place while
+// the edge shuts down gets its whole response, marked Connection: close,
+// and Shutdown waits for it.
+func TestInlineShutdownClosesAfterResponse(t *testing.T) {
+	started := make(chan struct{})
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		time.Sleep(300 * time.Millisecond)
+		w.Header().Set("Cache-Control", "no-store")
+		fmt.Fprint(w, "slow answer")
+	})
+	te := startEdge(t, oneOrigin(o, ""), nil)
+	c := dialRaw(t, te)
+	io.WriteString(c.c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-started
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- te.svc.Shutdown(ctx)
+	}()
+	res, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatalf("in-flight request lost on shutdown: %v", err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if string(body) != "slow answer" || !res.Close {
+		t.Errorf("%q, Connection: close %v", body, res.Close)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
