@@ -181,7 +181,7 @@ func (f *fastServer) serveConn(raw net.Conn) {
 			served, closeAfter = f.serveHit(wc, head, br, &scratch, tlsState != nil)
 			if !served && f.full != nil && inlineable(head) {
 				if ic == nil {
-					ic = &inlineConn{remote: raw.RemoteAddr().String(), ctx: context.Background()}
+					ic = &inlineConn{remote: raw.RemoteAddr().String()}
 				}
 				served, closeAfter = true, f.serveInline(wc, br, ic, tlsState)
 			}

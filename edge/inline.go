@@ -28,7 +28,11 @@ import (
 // about 10% of a pass-through request's CPU; and every later request on
 // the connection, hits included, would stay on net/http's slower path.
 // Requests with a body, HTTP/1.0 and anything else unusual are still
-// handed over.
+// handed over. One difference remains: a request's context ends when its
+// handler returns; a client that goes away meanwhile is noticed at the
+// next write, not at once by a read-ahead as in net/http (cache fills run
+// on contexts of their own either way, and a streamed pass stops at that
+// failed write).
 
 // inlineable reports whether head (complete, from peekHead) can be served
 // in place. Heads that net/http's server would refuse after parsing (no
@@ -89,7 +93,6 @@ func bstring(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)
 // inlineConn is what a connection keeps for its in-place requests.
 type inlineConn struct {
 	remote string
-	ctx    context.Context
 	w      inlineWriter
 }
 
@@ -104,7 +107,7 @@ func (f *fastServer) serveInline(wc net.Conn, br *bufio.Reader, ic *inlineConn, 
 	}
 	req.RemoteAddr = ic.remote
 	req.TLS = tlsState
-	ctx, cancel := context.WithCancel(ic.ctx)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req = req.WithContext(ctx)
 	w := &ic.w

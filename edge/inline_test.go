@@ -276,7 +276,7 @@ func FuzzInlineHead(f *testing.F) {
 		}
 		br := bufio.NewReaderSize(strings.NewReader(head), 4096)
 		c := &bufConn{}
-		fs.serveInline(c, br, &inlineConn{remote: "127.0.0.1:1", ctx: context.Background()}, nil)
+		fs.serveInline(c, br, &inlineConn{remote: "127.0.0.1:1"}, nil)
 		method := strings.SplitN(head, " ", 2)[0]
 		resp, err := http.ReadResponse(bufio.NewReader(&c.out), &http.Request{Method: method})
 		if err != nil {
