@@ -1,7 +1,8 @@
 // Command edge benchmarks edged against Varnish and nginx proxy_cache in
 // front of the same origin on loopback: cache-hit requests per second,
 // p50/p99 latency and server CPU per request (from /proc) for 1 KiB,
-// 100 KiB and 1 MiB objects, each subject run alternately.
+// 100 KiB and 1 MiB objects, and the same for pass-through requests to an
+// uncacheable 1 KiB answer, each subject run alternately.
 //
 //	go run ./bench/edge -duration 5s -rounds 3
 //
@@ -40,6 +41,7 @@ func main() {
 	peers := flag.String("peers", "bench/peers", "folder holding the peer configs")
 	rate := flag.Int("rate", 20000, "also measure latency at this fixed request rate (h2load --h1 --rps, smallest size); 0: skip")
 	h2 := flag.Bool("h2", true, "also measure HTTPS + HTTP/2 hits of the smallest size with h2load (edged and nginx; Varnish has no TLS)")
+	pass := flag.Bool("pass", true, "also measure pass-through requests for an uncacheable 1 KiB answer (every request reaches the origin)")
 	memory := flag.Int("memory", 0, "instead: memory run with this cache budget in MiB (4x the budget in distinct 16 KiB objects)")
 	flag.Parse()
 	if *memory > 0 {
@@ -49,7 +51,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers, *h2, *rate); err != nil {
+	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers, *h2, *pass, *rate); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/edge:", err)
 		os.Exit(1)
 	}
@@ -62,7 +64,7 @@ type server struct {
 	proc  *benchkit.Proc
 }
 
-func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string, h2 bool, rate int) error {
+func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string, h2, pass bool, rate int) error {
 	if duration > time.Minute || rounds > 20 {
 		return fmt.Errorf("keep runs bounded: -duration <= 1m, -rounds <= 20")
 	}
@@ -93,7 +95,17 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 	for _, n := range sizes {
 		bodies["/obj-"+strconv.Itoa(n)] = bytes.Repeat([]byte("e"), n)
 	}
+	// /pass-1024 is an uncacheable answer (an API call): every request
+	// goes to the origin.
+	passBody := bytes.Repeat([]byte("p"), 1024)
 	originSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == passPath {
+			w.Header().Set("Cache-Control", "no-store")
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(len(passBody)))
+			_, _ = w.Write(passBody)
+			return
+		}
 		b, ok := bodies[r.URL.Path]
 		if !ok {
 			http.NotFound(w, r)
@@ -197,7 +209,7 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 		}
 	}
 
-	suite := &benchkit.Suite{Name: "edge", Title: "CDN edge: cache hits (edged vs Varnish vs nginx proxy_cache)", Notes: []string{
+	suite := &benchkit.Suite{Name: "edge", Title: "CDN edge: cache hits and pass-through (edged vs Varnish vs nginx proxy_cache)", Notes: []string{
 		fmt.Sprintf("wrk -t%d -c%d -d%s --latency against one cached object per size; every object warmed first (a miss then a hit).", threads, conns, duration),
 		"Same Go origin on loopback for all three (Cache-Control: max-age=3600); configs in bench/peers/edge-*.",
 		"CPU per request: user+system time of the server's whole process tree from /proc, divided by the requests wrk completed.",
@@ -248,6 +260,19 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 				return benchkit.Wrk(ctx, "http://127.0.0.1:"+s.port+path, duration, threads, conns, s.proc)
 			})
 	}
+	if pass {
+		for _, s := range servers {
+			if err := warm("http://127.0.0.1:"+s.port+passPath, 1024); err != nil {
+				return fmt.Errorf("%s: warm %s: %w", s.name, passPath, err)
+			}
+		}
+		addCase("pass-through 1 KiB (uncacheable, every request to the origin)",
+			[]benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors}, false,
+			"Pass-through: the origin answers "+passPath+" with Cache-Control: no-store, so every request reaches it. edged and Varnish run their defaults (a hit-for-miss marker after the first answer); nginx has a location for it without proxy_cache, as an nginx user would configure an API path. CPU per request counts the edge server only, not the origin.",
+			func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
+				return benchkit.Wrk(ctx, "http://127.0.0.1:"+s.port+passPath, duration, threads, conns, s.proc)
+			})
+	}
 	if len(sizes) > 0 {
 		n := sizes[0]
 		path := "/obj-" + strconv.Itoa(n)
@@ -296,6 +321,9 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 }
 
 // warm fetches url and checks the size.
+// passPath is the origin's uncacheable object (the pass-through case).
+const passPath = "/pass-1024"
+
 func warm(url string, n int) error {
 	resp, err := http.Get(url)
 	if err != nil {
