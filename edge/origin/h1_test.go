@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -352,5 +353,64 @@ func TestH1SwitchingProtocolsNotPooled(t *testing.T) {
 	}
 	if n := o.tr.(*h1Transport).pool.Idle(); n != 0 {
 		t.Errorf("%d connections pooled after a 101", n)
+	}
+}
+
+// TestH1Concurrent runs many requests at once through one origin, some
+// reading their bodies to the end and some abandoning them, some
+// cancelled: every finished one gets its own answer, and the pool never
+// hands out a connection still in use (the race detector and the
+// per-request answers would show it).
+func TestH1Concurrent(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "answer to %s %s", r.URL.Path, strings.Repeat(".", 2000))
+	})
+	o, _ := NewHTTP(HTTPOptions{Name: "o", URL: srv.URL, MaxIdleConns: 8})
+	defer o.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for i := range 400 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			path := fmt.Sprintf("/r%d", i)
+			req, _ := http.NewRequestWithContext(ctx, "GET", path, nil)
+			if i%7 == 3 {
+				time.AfterFunc(time.Duration(i%5)*time.Millisecond, cancel)
+			}
+			resp, err := o.RoundTrip(req)
+			if err != nil {
+				if ctx.Err() == nil {
+					errs <- fmt.Errorf("%s: %v", path, err)
+				}
+				return
+			}
+			defer resp.Body.Close()
+			if i%5 == 0 {
+				buf := make([]byte, 10)
+				io.ReadFull(resp.Body, buf) // abandoned
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				if ctx.Err() == nil {
+					errs <- fmt.Errorf("%s: body: %v", path, err)
+				}
+				return
+			}
+			if want := "answer to " + path + " "; !strings.HasPrefix(string(b), want) {
+				errs <- fmt.Errorf("%s: got %.30q", path, b)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := o.tr.(*h1Transport).pool.Idle(); n > 8 {
+		t.Errorf("%d idle connections, cap 8", n)
 	}
 }
