@@ -83,6 +83,16 @@ func (h *Handler) fill(st *reqState, key2 string, stale *cache.Entry) fillResult
 		}
 		return res
 	}
+	if stale == nil {
+		// This request saw a miss, but it may have looked before a fill
+		// that has finished since, and been forgotten once its entry was
+		// stored (a request paused between its lookup and here, under
+		// load): look again rather than fetch a second time.
+		if e, ok := h.store.Get(key2); ok && !e.HitForMiss && !e.VaryMarker && e.Age(time.Now()) < e.Fresh {
+			h.mu.Unlock()
+			return fillResult{e: e, key: key2, status: stHit}
+		}
+	}
 	c := &call{done: make(chan struct{})}
 	h.flight[key2] = c
 	h.mu.Unlock()
