@@ -15,7 +15,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/internal/httpguard"
@@ -344,13 +343,13 @@ func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch
 	}
 	// The head buffer is not touched until Discard below, so a string
 	// view of it is safe for the lookups (nothing retains it).
-	b := d.behavior(unsafe.String(unsafe.SliceData(path), len(path)))
+	b := d.behavior(bstring(path))
 	if (b.viewer != vpAllow && !secure) || b.signed || len(b.keyHeaders) > 0 || len(b.keyCookies) > 0 ||
 		(b.qsMode != 0 && len(query) > 0) || (b.compress && acceptEnc) || !b.allows(string(method)) {
 		return false, false
 	}
 	*scratch = append(append((*scratch)[:0], b.keyPrefix...), path...)
-	e, ok := f.h.store.Get(unsafe.String(unsafe.SliceData(*scratch), len(*scratch)))
+	e, ok := f.h.store.Get(bstring(*scratch))
 	if !ok || e.VaryMarker || e.HitForMiss || e.Wire == nil {
 		return false, false
 	}

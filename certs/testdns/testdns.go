@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -288,28 +289,8 @@ func (s *Server) postChanges(w http.ResponseWriter, r *http.Request) {
 
 // sameSet compares two RRSet JSON objects by TTL and values (in any order).
 func sameSet(a, b map[string]any) bool {
-	if fmt.Sprint(a["ttl"]) != fmt.Sprint(b["ttl"]) {
-		return false
-	}
-	va, vb := fmt.Sprint(a["records"]), fmt.Sprint(b["records"])
-	if va == vb {
-		return true
-	}
 	ra, _ := a["records"].([]any)
 	rb, _ := b["records"].([]any)
-	if len(ra) != len(rb) {
-		return false
-	}
-	for _, x := range ra {
-		found := false
-		for _, y := range rb {
-			if x == y {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
+	return fmt.Sprint(a["ttl"]) == fmt.Sprint(b["ttl"]) && len(ra) == len(rb) &&
+		!slices.ContainsFunc(ra, func(x any) bool { return !slices.Contains(rb, x) })
 }

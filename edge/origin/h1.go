@@ -37,7 +37,7 @@ func newH1Transport(addr string, d *net.Dialer, idle time.Duration, maxIdle int,
 	}
 }
 
-// errHeadTimeout is the error for an origin that sent no response head
+// headTimeoutError is the error for an origin that sent no response head
 // within the response timeout (a net.Error with Timeout(), so the edge
 // answers 504).
 type headTimeoutError struct{ d time.Duration }
