@@ -91,10 +91,11 @@ type CacheConfig struct {
 	// sendfile (a second call per response) starts to win.
 	SendfileMinSize Size `yaml:"sendfile_min_size"`
 	// SendfileMaxSize: bodies larger than this are written from memory
-	// instead. Measured on Linux 6.18 with 1 KiB..2 MiB hits: sendfile from
-	// the memory file costs less CPU up to about 512 KiB and 25-35% more
-	// from 1 MiB on, where plain writes win. 0 means no upper bound.
-	// Default: 768KiB.
+	// instead. 0 means no upper bound. Default: measured once at start:
+	// 0 where sendfile sends a 1 MiB body over loopback for less CPU than
+	// a write from memory, else 768KiB. On one VM (Linux 6.18) sendfile
+	// cost 25-35% more CPU than a write from 1 MiB on; on another with the
+	// same kernel it cost 20-30% less, up to 2 MiB.
 	SendfileMaxSize Size `yaml:"sendfile_max_size"`
 }
 
@@ -270,7 +271,7 @@ func DefaultConfig() *Config {
 	return &Config{
 		Base:      app.DefaultBase("127.0.0.1:9103"),
 		Listeners: []Listener{{Name: "http", Address: ":8080"}},
-		Cache:     CacheConfig{MaxSize: 256 << 20, MaxObjectSize: 16 << 20, SendfileMinSize: defaultSendfileMin(), SendfileMaxSize: 768 << 10},
+		Cache:     CacheConfig{MaxSize: 256 << 20, MaxObjectSize: 16 << 20, SendfileMinSize: defaultSendfileMin(), SendfileMaxSize: defaultSendfileMax()},
 		Limits:    Limits{MaxHeaderBytes: 32 << 10, MaxURLLength: 8192, MaxBodySize: 10 << 20},
 		Timeouts: Timeouts{
 			ReadHeader: config.Duration(10 * time.Second), Read: config.Duration(60 * time.Second),
