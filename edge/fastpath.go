@@ -157,7 +157,7 @@ func (f *fastServer) serveConn(raw net.Conn) {
 	}
 	var deadline time.Time
 	scratch := make([]byte, 0, 256)
-	var ic *inlineConn // state for requests served in place (inline.go)
+	cc := connCtx{raw: raw, tls: tlsState}
 	for {
 		if f.closing.Load() {
 			return
@@ -177,12 +177,9 @@ func (f *fastServer) serveConn(raw net.Conn) {
 		}
 		served, closeAfter := false, false
 		if head != nil {
-			served, closeAfter = f.serveHit(wc, head, br, &scratch, tlsState != nil)
+			served, closeAfter = f.serveHit(wc, head, br, &scratch, &cc)
 			if !served && f.full != nil && inlineable(head) {
-				if ic == nil {
-					ic = &inlineConn{remote: raw.RemoteAddr().String()}
-				}
-				served, closeAfter = true, f.serveInline(wc, br, ic, tlsState)
+				served, closeAfter = true, f.serveInline(wc, br, cc.inline(), tlsState)
 			}
 		}
 		if closeAfter {
@@ -198,6 +195,21 @@ func (f *fastServer) serveConn(raw net.Conn) {
 			return
 		}
 	}
+}
+
+// connCtx is what serveConn keeps per connection for the requests the
+// hit path does not answer.
+type connCtx struct {
+	raw net.Conn
+	tls *tls.ConnectionState // nil: plain HTTP
+	ic  *inlineConn          // made on first use
+}
+
+func (cc *connCtx) inline() *inlineConn {
+	if cc.ic == nil {
+		cc.ic = &inlineConn{remote: cc.raw.RemoteAddr().String()}
+	}
+	return cc.ic
 }
 
 // handshake terminates TLS on raw within the read_header timeout. h1 is
@@ -253,7 +265,8 @@ var crlfcrlf = []byte("\r\n\r\n")
 // serveHit answers head from the cache when it is a plain fresh hit and
 // consumes it; false leaves it for net/http. closeAfter asks the caller to
 // close the connection (Connection: close, or a write error).
-func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch *[]byte, secure bool) (served, closeAfter bool) {
+func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch *[]byte, cc *connCtx) (served, closeAfter bool) {
+	secure := cc.tls != nil
 	// Request line.
 	sp1 := bytes.IndexByte(head, ' ')
 	if sp1 < 0 {
@@ -296,7 +309,7 @@ func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch
 	}
 	// Headers.
 	var host, referer, userAgent []byte
-	closeConn, acceptEnc := false, false
+	closeConn, acceptEnc, via := false, false, false
 	rest := head[eol+2 : len(head)-2]
 	for len(rest) > 0 {
 		i := bytes.Index(rest, crlf)
@@ -330,6 +343,8 @@ func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch
 			referer = value
 		case asciiEq(name, "user-agent"):
 			userAgent = value
+		case asciiEq(name, "via"):
+			via = true
 		case handledElsewhere(name):
 			return false, false
 		}
@@ -350,6 +365,14 @@ func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch
 	}
 	*scratch = append(append((*scratch)[:0], b.keyPrefix...), path...)
 	e, ok := f.h.store.Get(bstring(*scratch))
+	if ok && e.HitForMiss && !isHead && !via && f.full != nil {
+		// An uncacheable object: relayed (relay.go) when it can be.
+		now := time.Now()
+		if ins, _ := relayOrigin(b); ins != nil && relayable(s, b, e, path, now) && inlineable(head) {
+			return true, f.relayPass(c, br, head, cc.inline(), cc.tls, s, b, e, string(*scratch), host, path, target, closeConn, now)
+		}
+		return false, false
+	}
 	if !ok || e.VaryMarker || e.HitForMiss || e.Wire == nil {
 		return false, false
 	}

@@ -66,7 +66,7 @@ func FuzzFastPathHead(f *testing.F) {
 		peeked, _ := br.Peek(len(head))
 		c := &bufConn{}
 		scratch := make([]byte, 0, 64)
-		served, _ := fs.serveHit(c, peeked, br, &scratch, false)
+		served, _ := fs.serveHit(c, peeked, br, &scratch, &connCtx{raw: c})
 		if !served {
 			if c.out.Len() != 0 {
 				t.Fatalf("wrote without serving: %q", c.out.String())

@@ -152,6 +152,14 @@ func (h *Handler) doFill(st *reqState, key2 string, stale *cache.Entry) fillResu
 	seq := h.store.Seq()
 	reqTime := time.Now()
 	resp, err := b.origin.RoundTrip(req)
+	return h.finishFill(st, key2, stale, resp, err, reqTime, seq, cancel)
+}
+
+// finishFill builds (and stores) the entry from an origin's answer to a
+// fill (doFill's, or the pass relay's); cancel ends the fetch's context
+// once the body is no longer needed.
+func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp *http.Response, err error, reqTime time.Time, seq uint64, cancel context.CancelFunc) fillResult {
+	b := st.b
 	if err != nil {
 		cancel()
 		return fillResult{err: err, upAddr: b.origin.Name()}

@@ -240,7 +240,11 @@ func varyKey(key string, fields []string, r *http.Request) string {
 // fetchAndServe fetches (coalesced) and serves the outcome, falling back
 // to stale when the origin fails and the entry allows it.
 func (h *Handler) fetchAndServe(w http.ResponseWriter, st *reqState, stale *cache.Entry, key2 string) {
-	res := h.fill(st, key2, stale)
+	h.serveFill(w, st, stale, key2, h.fill(st, key2, stale))
+}
+
+// serveFill serves the outcome of a fill.
+func (h *Handler) serveFill(w http.ResponseWriter, st *reqState, stale *cache.Entry, key2 string, res fillResult) {
 	switch {
 	case res.err != nil:
 		if stale != nil && canServeStaleOnError(stale, st.now) {

@@ -90,10 +90,12 @@ func bytesIndex(b []byte, sep string) int { return strings.Index(bstring(b), sep
 // keep it.
 func bstring(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
-// inlineConn is what a connection keeps for its in-place requests.
+// inlineConn is what a connection keeps for its in-place and relayed
+// requests.
 type inlineConn struct {
 	remote string
 	w      inlineWriter
+	relay  relayConn
 }
 
 // serveInline reads the request whose head is buffered in br and serves

@@ -41,6 +41,7 @@ type metrics struct {
 	coalesced prometheus.Counter
 	invalid   prometheus.Counter
 	streamed  prometheus.Counter
+	relayed   prometheus.Counter
 }
 
 const ns = "edgestack_edged_"
@@ -62,8 +63,10 @@ func newMetrics(reg prometheus.Registerer, store *cache.Store) *metrics {
 			Help: "Invalidation patterns and tags applied."}),
 		streamed: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "uncached_large_objects_total",
 			Help: "Responses for objects larger than cache.max_object_size streamed through uncached (the fill that found one too large, and the pass-throughs after)."}),
+		relayed: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "relayed_requests_total",
+			Help: "Requests for uncacheable objects (hit-for-miss) served by the HTTP/1.1 front end's relay rather than the full handler; counted among the misses too."}),
 	}
-	reg.MustRegister(m.requests, m.bytes, m.originDur, m.originErr, m.coalesced, m.invalid, m.streamed,
+	reg.MustRegister(m.requests, m.bytes, m.originDur, m.originErr, m.coalesced, m.invalid, m.streamed, m.relayed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ns + "cache_bytes", Help: "Bytes held by cached objects."},
 			func() float64 { return float64(store.Stats().Bytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ns + "cache_max_bytes", Help: "The cache's memory budget."},

@@ -191,3 +191,51 @@ func (b *h1Body) finish(complete bool) {
 		b.c.Close()
 	})
 }
+
+// rawGet stands for the body-less GETs sendRaw sends, where ReadResponse
+// wants a request (only its method matters there).
+var rawGet = &http.Request{Method: http.MethodGet}
+
+// sendRaw is RoundTrip for a body-less GET whose head the caller built:
+// no http.Request, no context (the deadline bounds it all), the same
+// pooling, stale-connection retry and response handling.
+func (t *h1Transport) sendRaw(head []byte, deadline time.Time) (*http.Response, error) {
+	dial := func(addr string) (net.Conn, error) { return t.dialer.Dial("tcp", addr) }
+	for attempt := 0; ; attempt++ {
+		c, reused, err := t.pool.Acquire(dial, attempt, true)
+		if err != nil {
+			return nil, err
+		}
+		headDeadline := deadline
+		if t.respTimeout > 0 {
+			if d := time.Now().Add(t.respTimeout); d.Before(deadline) {
+				headDeadline = d
+			}
+		}
+		_ = c.SetWriteDeadline(deadline)
+		_ = c.SetReadDeadline(headDeadline)
+		_, err = c.W.Write(head)
+		if err == nil {
+			err = c.W.Flush()
+		}
+		var resp *http.Response
+		if err == nil {
+			resp, err = readFinalResponse(c, rawGet)
+		}
+		if err == nil {
+			reuse := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
+			return withBody(c, resp, reuse, noStop, deadline), nil
+		}
+		c.Close()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && !headDeadline.Equal(deadline) && time.Now().Before(deadline) {
+			return nil, headTimeoutError{t.respTimeout}
+		}
+		if reused && attempt == 0 {
+			continue // a keep-alive connection the origin had closed: once more, fresh
+		}
+		return nil, err
+	}
+}
+
+func noStop() bool { return true }

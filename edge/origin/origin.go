@@ -56,6 +56,9 @@ type HTTP struct {
 	viewer bool
 	tr     http.RoundTripper
 	close  func() // drops idle pooled connections
+	// rawGet: SendGet works (the lean transport, and a base path that
+	// needs no escaping, so it goes out as it is, as RoundTrip sends it).
+	rawGet bool
 }
 
 // NewHTTP builds an HTTP origin.
@@ -78,6 +81,7 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 	if u.Scheme == "http" && o.MaxConnsPerHost == 0 {
 		h1 := newH1Transport(u.Host, d, o.IdleTimeout, o.MaxIdleConns, o.ResponseTimeout)
 		h.tr, h.close = h1, h1.pool.CloseIdle
+		h.rawGet = u.EscapedPath() == u.Path
 	} else {
 		tr := &http.Transport{
 			Proxy:                  nil,
@@ -163,6 +167,50 @@ func (h *HTTP) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("origin %q: %w", h.name, err)
 	}
 	return resp, nil
+}
+
+// Lean reports whether SendGet works: the origin is plain HTTP on the
+// lean transport, and its base path needs no escaping.
+func (h *HTTP) Lean() bool { return h.rawGet }
+
+// SendGet sends a body-less GET whose head the caller builds, for the
+// edge's pass relay: it appends to buf the request line for path and
+// query (path as the viewer sent it, made only of characters that need no
+// escaping), the Host line for the viewer's host and Go's User-Agent line,
+// then hdr (complete lines, in the order req.Write would sort them) and
+// the blank line: byte for byte what RoundTrip sends for the same request
+// built as an http.Request (TestSendGetMatchesRoundTrip). ok is false,
+// and nothing is sent, unless Lean.
+func (h *HTTP) SendGet(buf *[]byte, path, query, viewerHost string, hdr []byte, deadline time.Time) (resp *http.Response, ok bool, err error) {
+	t, ok := h.tr.(*h1Transport)
+	if !ok || !h.rawGet {
+		return nil, false, nil
+	}
+	b := append((*buf)[:0], "GET "...)
+	b = append(b, h.base.Path...)
+	b = append(b, path...)
+	if query != "" {
+		b = append(b, '?')
+		b = append(b, query...)
+	}
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	switch {
+	case h.viewer:
+		b = append(b, viewerHost...)
+	case h.host != "":
+		b = append(b, h.host...)
+	default:
+		b = append(b, h.base.Host...)
+	}
+	b = append(b, "\r\nUser-Agent: Go-http-client/1.1\r\n"...)
+	b = append(b, hdr...)
+	b = append(b, "\r\n"...)
+	*buf = b
+	resp, err = t.sendRaw(b, deadline)
+	if err != nil {
+		return nil, true, fmt.Errorf("origin %q: %w", h.name, err)
+	}
+	return resp, true, nil
 }
 
 // Close drops pooled connections.
