@@ -369,7 +369,7 @@ func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch
 		// An uncacheable object: relayed (relay.go) when it can be.
 		now := time.Now()
 		if ins, _ := relayOrigin(b); ins != nil && relayable(s, b, e, path, now) && inlineable(head) {
-			return true, f.relayPass(c, br, head, cc.inline(), cc.tls, s, b, e, string(*scratch), host, path, target, closeConn, now)
+			return true, f.relayPass(c, br, head, cc.inline(), cc.tls, s, b, e, string(*scratch), host, path, target, referer, userAgent, closeConn, now)
 		}
 		return false, false
 	}

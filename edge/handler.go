@@ -154,6 +154,12 @@ func (h *Handler) refuse(w http.ResponseWriter, st *reqState, d *dist, code int,
 }
 
 func (h *Handler) accessLog(st *reqState) {
+	e := h.logEntry(st)
+	st.s.log.Log(&e)
+}
+
+// logEntry is st's access log entry.
+func (h *Handler) logEntry(st *reqState) accesslog.Entry {
 	r := st.r
 	e := accesslog.Entry{
 		Time: st.now, Method: r.Method, URI: r.RequestURI, Proto: r.Proto, Host: r.Host,
@@ -170,7 +176,7 @@ func (h *Handler) accessLog(st *reqState) {
 	if st.b != nil {
 		e.Route = st.b.name
 	}
-	st.s.log.Log(&e)
+	return e
 }
 
 // cached serves a GET or HEAD through the cache.

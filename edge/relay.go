@@ -24,10 +24,10 @@ import (
 // does not need: parsing the head again into an http.Request with a
 // context, building the origin request as an http.Request with its own
 // timeout context and writing it with req.Write, and the handler chain.
-// The origin gets the same bytes, the viewer the same response
-// (TestPassRelayMatchesFullPath compares both). Requests outside that
-// shape (a HEAD, a Via from the viewer, an access log, compression or
-// custom error pages on the behavior, a path with characters that need
+// The origin gets the same bytes, the viewer the same response and the
+// access log the same entry (TestPassRelayMatchesFullPath compares them).
+// Requests outside that shape (a HEAD, a Via from the viewer, custom
+// error pages on the behavior, a path with characters that need
 // escaping...) take the in-place path as before.
 
 // relayConn is what a connection keeps for relayed requests (in its
@@ -48,7 +48,7 @@ var emptyHeader = http.Header{}
 
 // relayable reports whether a GET that found marker can be relayed.
 func relayable(s *snapshot, b *behavior, marker *cache.Entry, path []byte, now time.Time) bool {
-	if s.log != nil || b.compress || len(b.errors) > 0 || isTooLarge(marker) || marker.Age(now) > marker.Keep/2 {
+	if len(b.errors) > 0 || isTooLarge(marker) || marker.Age(now) > marker.Keep/2 {
 		return false // the marker's renewal is left to the handler
 	}
 	if len(path) > len(acmePrefix) && string(path[:len(acmePrefix)]) == acmePrefix {
@@ -91,7 +91,7 @@ func relayOrigin(b *behavior) (*instrumented, *origin.HTTP) {
 // the relay and consumes it; closeAfter asks the caller to close the
 // connection.
 func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *inlineConn, tlsState *tls.ConnectionState,
-	s *snapshot, b *behavior, marker *cache.Entry, key string, host, path, target []byte, closeConn bool, now time.Time) (closeAfter bool) {
+	s *snapshot, b *behavior, marker *cache.Entry, key string, host, path, target, referer, userAgent []byte, closeConn bool, now time.Time) (closeAfter bool) {
 	ins, o := relayOrigin(b)
 	h, rc := f.h, &ic.relay
 	if rc.host != string(host) {
@@ -146,7 +146,15 @@ func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *in
 	if !ok {
 		return true
 	}
-	return w.finish() != nil || w.closeAfter
+	closeAfter = w.finish() != nil || w.closeAfter
+	if s.log != nil {
+		// The handler's entry, with the two fields it takes from the
+		// viewer's header (which the relayed request does not carry).
+		le := h.logEntry(&st)
+		le.Referer, le.UserAgent = string(referer), string(userAgent)
+		s.log.Log(&le)
+	}
+	return closeAfter
 }
 
 // serveRelayed serves a relayed fill's outcome; false after a panic (the

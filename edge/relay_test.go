@@ -1,9 +1,12 @@
 package edge
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -95,7 +98,11 @@ func TestPassRelayMatchesFullPath(t *testing.T) {
 			io.WriteString(w, "flip")
 		}
 	})
-	te := startEdge(t, oneOrigin(o, "      response_headers: {X-Added: yes}\n"), nil)
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	// Compression on: not for these viewers, who send no Accept-Encoding,
+	// but compressible answers get a Vary: Accept-Encoding both ways.
+	te := startEdge(t, "access_log: {path: "+logPath+", format: json}\n"+
+		oneOrigin(o, "      response_headers: {X-Added: yes}\n      compress: true\n"), nil)
 	relayed := func() float64 { return float64(counterValue(te.svc.h.m.relayed)) }
 	relay, full := dialRaw(t, te), dialRaw(t, te)
 	fields := []string{"User-Agent: relay-test", "Accept: */*", "X-Ignored: 1"}
@@ -160,6 +167,34 @@ func TestPassRelayMatchesFullPath(t *testing.T) {
 		}
 		if got.close {
 			t.Errorf("%s: connection closed", c.name)
+		}
+	}
+
+	// The access log has the same entry for both (but for timings).
+	entries := map[string]map[string]any{}
+	waitFor(t, func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Count(string(b), "\n") >= 40 // 10 cases × 4 requests
+	})
+	b, _ := os.ReadFile(logPath)
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		for _, k := range []string{"time", "duration_ms", "upstream_duration_ms"} {
+			delete(e, k)
+		}
+		entries[e["uri"].(string)] = e // the last one for each path
+	}
+	for uri, e := range entries {
+		if strings.HasSuffix(uri, "-2") {
+			continue
+		}
+		full := entries[uri+"-2"]
+		full["uri"] = uri
+		if !reflect.DeepEqual(e, full) {
+			t.Errorf("access log entries differ\nrelayed:      %v\nfull handler: %v", e, full)
 		}
 	}
 
