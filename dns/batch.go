@@ -4,9 +4,6 @@ import (
 	"errors"
 	"net"
 	"time"
-
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 )
 
 // udpBatch is how many datagrams one recvmmsg/sendmmsg moves at most.
@@ -16,54 +13,41 @@ const udpBatch = 32
 // answered FORMERR.
 const maxUDPQuery = 8192
 
-// batchConn is what ipv4.PacketConn and ipv6.PacketConn have in common
-// (their Message types are the same).
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
 // serveUDPBatch is the UDP loop: it reads up to udpBatch queries per
 // system call (recvmmsg), answers them and writes the answers with one
 // sendmmsg. Under load this divides the system calls, which dominate the
 // profile, by the batch size; when idle it behaves like a plain loop.
 func (s *Service) serveUDPBatch(conn *net.UDPConn) {
 	defer s.wg.Done()
-	var bc batchConn
-	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
-		bc = ipv4.NewPacketConn(conn)
-	} else {
-		bc = ipv6.NewPacketConn(conn)
+	uio, err := newUDPIO(conn, udpBatch)
+	if err != nil {
+		s.log.Error("UDP socket unusable", "err", err)
+		return
 	}
-	rms := make([]ipv4.Message, udpBatch)
-	wms := make([]ipv4.Message, udpBatch)
 	bufs := make([][]byte, udpBatch)
-	outs := make([][][]byte, udpBatch)
+	outs := make([][]byte, 0, udpBatch)
+	from := make([]int, 0, udpBatch)
 	workers := make([]*worker, udpBatch)
-	for i := range rms {
+	for i := range bufs {
 		bufs[i] = make([]byte, maxUDPQuery)
-		rms[i].Buffers = [][]byte{bufs[i]}
-		outs[i] = make([][]byte, 1)
 		workers[i] = &worker{key: make([]byte, 0, 300), out: make([]byte, 0, 4096)}
 	}
 	var rkey []byte
 	for {
-		n, err := bc.ReadBatch(rms, 0)
+		n, err := uio.read(bufs)
 		if err != nil {
 			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		k := 0
+		outs, from = outs[:0], from[:0]
 		for i := range n {
-			m := &rms[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
+			src, ok := uio.src(i)
 			if !ok {
 				continue
 			}
-			src := ua.AddrPort()
-			out := s.serve(workers[i], bufs[i][:m.N], src, false)
+			out := s.serve(workers[i], bufs[i][:uio.size(i)], src, false)
 			if out == nil {
 				continue
 			}
@@ -81,15 +65,13 @@ func (s *Service) serveUDPBatch(conn *net.UDPConn) {
 					}
 				}
 			}
-			outs[k][0] = out
-			wms[k].Buffers = outs[k]
-			wms[k].Addr = m.Addr
-			k++
+			outs = append(outs, out)
+			from = append(from, i)
 		}
-		for off := 0; off < k; {
-			w, err := bc.WriteBatch(wms[off:k], 0)
-			if err != nil {
-				if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+		for off := 0; off < len(outs); {
+			w, err := uio.write(outs[off:], from[off:])
+			if err != nil || w <= 0 {
+				if err != nil && (s.closing.Load() || errors.Is(err, net.ErrClosed)) {
 					return
 				}
 				off++ // skip the datagram that failed (e.g. unreachable)
