@@ -94,6 +94,7 @@ type Conn struct {
 	st        state
 	remaining int64  // body bytes left (stBody, stChunkData)
 	in        []byte // raw bytes read, not yet processed
+	inBuf     []byte // in's backing array, reused once in is drained
 	out       []byte // processed bytes for the reader
 	outOff    int
 	err       error
@@ -157,7 +158,16 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(c.scratch[:])
 		if n > 0 {
+			if len(c.in) == 0 {
+				// Drained: start over at the front of the array rather
+				// than append past the consumed heads (a new array
+				// every request, garbage on every keep-alive request).
+				c.in = c.inBuf[:0]
+			}
 			c.in = append(c.in, c.scratch[:n]...)
+			if cap(c.in) > cap(c.inBuf) {
+				c.inBuf = c.in[:0]
+			}
 			continue
 		}
 		if err != nil {
@@ -200,7 +210,7 @@ func (c *Conn) process() {
 				return
 			}
 			res := classify(head, Limits{MaxHeaders: c.opts.MaxHeaders})
-			if res.Tier < Ambiguous && bytes.Contains(bytes.ToLower(head), []byte(lowerMarker)) {
+			if res.Tier < Ambiguous && containsFold(head, lowerMarker) {
 				res = Result{Tier: Severe, Reason: ReasonBadHeader, Message: "reserved header " + markerHeader}
 			}
 			if res.Tier >= Ambiguous {
@@ -321,7 +331,32 @@ func bareLF(b []byte) bool {
 func (c *Conn) compact() {
 	if cap(c.in) > 64<<10 && len(c.in) < 4096 {
 		c.in = append([]byte(nil), c.in...)
+		c.inBuf = c.in[:0]
 	}
+}
+
+// containsFold reports whether b contains lower (lower case ASCII) in any
+// letter case, without the copy bytes.ToLower would make.
+func containsFold(b []byte, lower string) bool {
+	for i := 0; i+len(lower) <= len(b); i++ {
+		if b[i] != lower[0] {
+			continue
+		}
+		j := 1
+		for ; j < len(lower); j++ {
+			c := b[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != lower[j] {
+				break
+			}
+		}
+		if j == len(lower) {
+			return true
+		}
+	}
+	return false
 }
 
 var lowerMarker = "\n" + string(bytes.ToLower([]byte(markerHeader))) + ":"
