@@ -365,11 +365,15 @@ func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch
 	}
 	*scratch = append(append((*scratch)[:0], b.keyPrefix...), path...)
 	e, ok := f.h.store.Get(bstring(*scratch))
-	if ok && e.HitForMiss && !isHead && !via && f.full != nil {
+	if ok && e.HitForMiss && !via && f.full != nil {
 		// An uncacheable object: relayed (relay.go) when it can be.
 		now := time.Now()
 		if ins, _ := relayOrigin(b); ins != nil && relayable(s, b, e, path, now) && inlineable(head) {
-			return true, f.relayPass(c, br, head, cc.inline(), cc.tls, s, b, e, string(*scratch), host, path, target, referer, userAgent, closeConn, now)
+			m := http.MethodGet
+			if isHead {
+				m = http.MethodHead
+			}
+			return true, f.relayPass(c, br, head, cc.inline(), cc.tls, s, b, e, string(*scratch), m, host, path, target, referer, userAgent, closeConn, now)
 		}
 		return false, false
 	}

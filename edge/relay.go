@@ -16,7 +16,8 @@ import (
 	"github.com/edgestack/edgestack/edge/origin"
 )
 
-// The pass relay serves, in the fast server, a plain GET whose key holds
+// The pass relay serves, in the fast server, a plain GET or HEAD (a GET to
+// the origin, as fills are) whose key holds
 // a hit-for-miss marker (the origin's last answer for it could not be
 // cached) and whose behavior's origin is plain HTTP. It is the full
 // handler's path for such a request (fill without coalescing, entry,
@@ -26,7 +27,7 @@ import (
 // timeout context and writing it with req.Write, and the handler chain.
 // The origin gets the same bytes, the viewer the same response and the
 // access log the same entry (TestPassRelayMatchesFullPath compares them).
-// Requests outside that shape (a HEAD, a Via from the viewer, custom
+// Requests outside that shape (a Via from the viewer, custom
 // error pages on the behavior, a path with characters that need
 // escaping...) take the in-place path as before.
 
@@ -46,7 +47,7 @@ type relayConn struct {
 // or, for a response with Vary, the real fields (built then).
 var emptyHeader = http.Header{}
 
-// relayable reports whether a GET that found marker can be relayed.
+// relayable reports whether a request that found marker can be relayed.
 func relayable(s *snapshot, b *behavior, marker *cache.Entry, path []byte, now time.Time) bool {
 	if len(b.errors) > 0 || isTooLarge(marker) || marker.Age(now) > marker.Keep/2 {
 		return false // the marker's renewal is left to the handler
@@ -87,11 +88,11 @@ func relayOrigin(b *behavior) (*instrumented, *origin.HTTP) {
 	return ins, o
 }
 
-// relayPass serves head (a GET the hit path parsed: host, path, key) by
-// the relay and consumes it; closeAfter asks the caller to close the
+// relayPass serves head (a GET or HEAD the hit path parsed: method, host,
+// path, key) by the relay and consumes it; closeAfter asks the caller to close the
 // connection.
 func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *inlineConn, tlsState *tls.ConnectionState,
-	s *snapshot, b *behavior, marker *cache.Entry, key string, host, path, target, referer, userAgent []byte, closeConn bool, now time.Time) (closeAfter bool) {
+	s *snapshot, b *behavior, marker *cache.Entry, key, method string, host, path, target, referer, userAgent []byte, closeConn bool, now time.Time) (closeAfter bool) {
 	ins, o := relayOrigin(b)
 	h, rc := f.h, &ic.relay
 	if rc.host != string(host) {
@@ -101,7 +102,7 @@ func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *in
 	if len(target) > len(path) {
 		rc.url.RawQuery = string(target[len(path)+1:])
 	}
-	rc.req = http.Request{Method: http.MethodGet, URL: &rc.url, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+	rc.req = http.Request{Method: method, URL: &rc.url, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: emptyHeader, Host: rc.host, RemoteAddr: ic.remote, RequestURI: string(target), Close: closeConn, TLS: tlsState}
 	st := reqState{r: &rc.req, s: s, b: b, now: now, key: key}
 
