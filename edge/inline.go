@@ -124,19 +124,24 @@ func (f *fastServer) serveInline(wc net.Conn, br *bufio.Reader, ic *inlineConn, 
 	return w.finish() != nil || w.closeAfter
 }
 
-// runHandler calls the full handler; false after a panic (logged unless
-// it is http.ErrAbortHandler, as net/http does), when the connection must
-// close.
-func (f *fastServer) runHandler(w http.ResponseWriter, req *http.Request) (ok bool) {
+// runHandler calls the full handler; false after a panic, when the
+// connection must close.
+func (f *fastServer) runHandler(w http.ResponseWriter, req *http.Request) bool {
+	return f.recovering(req.RequestURI, func() { f.full.ServeHTTP(w, req) })
+}
+
+// recovering runs serve (a request's handling); false after a panic
+// (logged unless it is http.ErrAbortHandler, as net/http does).
+func (f *fastServer) recovering(uri string, serve func()) (ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			ok = false
 			if p != http.ErrAbortHandler { //nolint:errorlint // the sentinel itself, as net/http compares it
-				f.h.log.Error("panic serving request", "uri", req.RequestURI, "panic", fmt.Sprint(p))
+				f.h.log.Error("panic serving request", "uri", uri, "panic", fmt.Sprint(p))
 			}
 		}
 	}()
-	f.full.ServeHTTP(w, req)
+	serve()
 	return true
 }
 

@@ -3,7 +3,6 @@ package edge
 import (
 	"bufio"
 	"crypto/tls"
-	"fmt"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -16,20 +15,19 @@ import (
 	"github.com/edgestack/edgestack/edge/origin"
 )
 
-// The pass relay serves, in the fast server, a plain GET or HEAD (a GET to
-// the origin, as fills are) whose key holds
-// a hit-for-miss marker (the origin's last answer for it could not be
-// cached) and whose behavior's origin is plain HTTP. It is the full
-// handler's path for such a request (fill without coalescing, entry,
-// delivery through the in-place response writer) minus what that request
-// does not need: parsing the head again into an http.Request with a
-// context, building the origin request as an http.Request with its own
-// timeout context and writing it with req.Write, and the handler chain.
-// The origin gets the same bytes, the viewer the same response and the
-// access log the same entry (TestPassRelayMatchesFullPath compares them).
-// Requests outside that shape (a Via from the viewer, custom
-// error pages on the behavior, a path with characters that need
-// escaping...) take the in-place path as before.
+// The pass relay serves, in the fast server, a plain GET or HEAD whose
+// key holds a hit-for-miss marker (the origin's last answer for it could
+// not be cached) and whose behavior's origin is plain HTTP. It is the full
+// handler's path for such a request (a GET to the origin without
+// coalescing, the entry, delivery through the in-place response writer)
+// minus what that request does not need: parsing the head again into an
+// http.Request with a context, building the origin request as an
+// http.Request with its own timeout context and writing it with
+// req.Write, and the handler chain. The origin gets the same bytes, the
+// viewer the same response and the access log the same entry
+// (TestPassRelayMatchesFullPath compares them). Requests outside that
+// shape (a Via from the viewer, custom error pages on the behavior, a path
+// with characters that need escaping...) take the in-place path as before.
 
 // relayConn is what a connection keeps for relayed requests (in its
 // inlineConn).
@@ -89,8 +87,8 @@ func relayOrigin(b *behavior) (*instrumented, *origin.HTTP) {
 }
 
 // relayPass serves head (a GET or HEAD the hit path parsed: method, host,
-// path, key) by the relay and consumes it; closeAfter asks the caller to close the
-// connection.
+// path, key) by the relay and consumes it; closeAfter asks the caller to
+// close the connection.
 func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *inlineConn, tlsState *tls.ConnectionState,
 	s *snapshot, b *behavior, marker *cache.Entry, key, method string, host, path, target, referer, userAgent []byte, closeConn bool, now time.Time) (closeAfter bool) {
 	ins, o := relayOrigin(b)
@@ -142,7 +140,7 @@ func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *in
 	if f.write > 0 {
 		_ = c.SetWriteDeadline(time.Now().Add(f.write))
 	}
-	ok := f.serveRelayed(w, &st, marker, key, res)
+	ok := f.recovering(st.r.RequestURI, func() { h.serveFill(w, &st, marker, key, res) })
 	_, _ = br.Discard(len(head))
 	if !ok {
 		return true
@@ -156,21 +154,6 @@ func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *in
 		s.log.Log(&le)
 	}
 	return closeAfter
-}
-
-// serveRelayed serves a relayed fill's outcome; false after a panic (the
-// connection must close), as runHandler.
-func (f *fastServer) serveRelayed(w *inlineWriter, st *reqState, marker *cache.Entry, key string, res fillResult) (ok bool) {
-	defer func() {
-		if p := recover(); p != nil {
-			ok = false
-			if p != http.ErrAbortHandler { //nolint:errorlint // the sentinel itself
-				f.h.log.Error("panic serving request", "uri", st.r.RequestURI, "panic", fmt.Sprint(p))
-			}
-		}
-	}()
-	f.h.serveFill(w, st, marker, key, res)
-	return true
 }
 
 // headerOf builds the header of a request head as net/http would (Host
