@@ -55,6 +55,7 @@ func TestMetricsLint(t *testing.T) {
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "x") })
 	te := startEdge(t, oneOrigin(o, ""), nil)
 	te.get("/a")
+	te.wait() // the entry is stored (the store applies sets asynchronously)
 	te.get("/a")
 	problems, err := promlint.NewWithMetricFamilies(mustGather(t, te)).Lint()
 	if err != nil {
