@@ -42,6 +42,7 @@ type fastServer struct {
 	idle       time.Duration
 	readHeader time.Duration
 	write      time.Duration // 0: none
+	read       time.Duration // bounds a request body read in place; 0: none
 	tlsConf    *tls.Config   // nil: plain HTTP
 	guard      httpguard.Options
 	// full is the handler chain net/http serves, for the requests served

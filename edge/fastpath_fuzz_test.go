@@ -19,8 +19,9 @@ type bufConn struct {
 	out bytes.Buffer
 }
 
-func (c *bufConn) Write(p []byte) (int, error) { return c.out.Write(p) }
-func (c *bufConn) RemoteAddr() net.Addr        { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (c *bufConn) Write(p []byte) (int, error)     { return c.out.Write(p) }
+func (c *bufConn) RemoteAddr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (c *bufConn) SetReadDeadline(time.Time) error { return nil }
 
 // FuzzFastPathHead feeds arbitrary request heads to the fast path: it must
 // never panic, and may answer only a GET or HEAD for the stored object

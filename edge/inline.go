@@ -6,11 +6,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -27,10 +29,14 @@ import (
 // cancellation, a second parse of the head and its response buffering,
 // about 10% of a pass-through request's CPU; and every later request on
 // the connection, hits included, would stay on net/http's slower path.
-// Requests with a body, HTTP/1.0 and anything else unusual are still
-// handed over. One difference remains: a request's context ends when its
-// handler returns; a client that goes away meanwhile is noticed at the
-// next write, not at once by a read-ahead as in net/http (cache fills run
+// Requests with a body of a declared length (POST, PUT, PATCH, DELETE,
+// OPTIONS) are served in place too, within the read timeout, and what the
+// handler leaves of the body is dropped up to 256 KiB (past that the
+// connection closes), as net/http does; chunked bodies, Expect:
+// 100-continue, HTTP/1.0 and anything else unusual are still handed over.
+// One difference remains: a request's context ends when its handler
+// returns; a client that goes away meanwhile is noticed at the next write
+// or body read, not at once by a read-ahead as in net/http (cache fills run
 // on contexts of their own either way, and a streamed pass stops at that
 // failed write).
 
@@ -44,15 +50,20 @@ func inlineable(head []byte) bool {
 		return false
 	}
 	line := head[:eol]
+	withBody := false // a method that may carry a body (a Content-Length)
 	switch {
 	case strings.HasPrefix(bstring(line), "GET /"), strings.HasPrefix(bstring(line), "HEAD /"):
+	case strings.HasPrefix(bstring(line), "POST /"), strings.HasPrefix(bstring(line), "PUT /"),
+		strings.HasPrefix(bstring(line), "PATCH /"), strings.HasPrefix(bstring(line), "DELETE /"),
+		strings.HasPrefix(bstring(line), "OPTIONS /"):
+		withBody = true
 	default:
 		return false
 	}
 	if !strings.HasSuffix(bstring(line), " HTTP/1.1") {
 		return false
 	}
-	hosts := 0
+	hosts, lengths := 0, 0
 	rest := head[eol+2 : len(head)-2]
 	for len(rest) > 0 {
 		i := bytesIndex(rest, "\r\n")
@@ -66,6 +77,13 @@ func inlineable(head []byte) bool {
 			return false
 		}
 		name, value := bstring(hl[:colon]), strings.Trim(bstring(hl[colon+1:]), " \t")
+		if withBody && asciiEq(hl[:colon], "content-length") {
+			// One length of plain digits: the body is read in place.
+			if lengths++; lengths > 1 || !allDigits(value) {
+				return false
+			}
+			continue
+		}
 		if framingField(hl[:colon]) || !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
 			return false
 		}
@@ -85,6 +103,18 @@ func inlineable(head []byte) bool {
 }
 
 func bytesIndex(b []byte, sep string) int { return strings.Index(bstring(b), sep) }
+
+func allDigits(s string) bool {
+	if s == "" || len(s) > 18 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 // bstring views b as a string without a copy, for lookups that do not
 // keep it.
@@ -118,10 +148,78 @@ func (f *fastServer) serveInline(wc net.Conn, br *bufio.Reader, ic *inlineConn, 
 	if f.write > 0 {
 		_ = wc.SetWriteDeadline(time.Now().Add(f.write))
 	}
-	if !f.runHandler(w, req) {
-		return true
+	var body *inlineBody
+	if req.Body != http.NoBody {
+		body = &inlineBody{r: req.Body}
+		req.Body = body
+		if f.read > 0 {
+			// The body must arrive within the read timeout, as net/http
+			// bounds a whole request.
+			_ = wc.SetReadDeadline(time.Now().Add(f.read))
+		}
 	}
-	return w.finish() != nil || w.closeAfter
+	closeAfter = !f.runHandler(w, req) || w.finish() != nil || w.closeAfter
+	if body != nil {
+		// After the response, what the handler left of the body is read
+		// and dropped, up to net/http's 256 KiB; past that the connection
+		// closes. Either way nobody reads the connection through the body
+		// from here on (an origin transport may still hold it). The read
+		// deadline goes back to the idle timeout (never shorter than what
+		// serveConn last set).
+		if !body.finish(!closeAfter) {
+			closeAfter = true
+		}
+		_ = wc.SetReadDeadline(time.Now().Add(f.idle))
+	}
+	return closeAfter
+}
+
+// maxDrain is how much of an unread request body is read to keep the
+// connection (net/http's maxPostHandlerReadBytes).
+const maxDrain = 256 << 10
+
+// inlineBody is a request body read in place. Close by the handler or an
+// origin transport is a no-op: the server finishes the body itself, and
+// after that reads fail without touching the connection, which by then
+// serves the next request (net/http's server body behaves so too).
+type inlineBody struct {
+	mu       sync.Mutex
+	r        io.Reader // http.ReadRequest's body, over the connection
+	eof      bool
+	finished bool
+}
+
+func (b *inlineBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.finished {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	n, err := b.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *inlineBody) Close() error { return nil }
+
+// finish ends the body, first reading what is left up to maxDrain when
+// drain is set; false when the body was not read to its end (the
+// connection must close).
+func (b *inlineBody) finish(drain bool) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.finished = true
+	if b.eof || !drain {
+		return b.eof
+	}
+	_, err := io.CopyN(io.Discard, b.r, maxDrain)
+	if err == nil {
+		var one [1]byte
+		_, err = io.ReadFull(b.r, one[:])
+	}
+	return errors.Is(err, io.EOF)
 }
 
 // runHandler calls the full handler; false after a panic, when the

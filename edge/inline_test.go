@@ -2,7 +2,9 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -193,25 +196,122 @@ func TestInlineKeepsConnection(t *testing.T) {
 	} else if !hitPath(r) {
 		t.Errorf("the hit after an in-place miss did not come from the hit path:\n%s", r.head)
 	}
-	// A body: net/http serves it and the rest of the connection.
-	if _, err := io.WriteString(c.c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\ndata"); err != nil {
-		t.Fatal(err)
+	// A body of a declared length: served in place too, and the
+	// connection stays.
+	post := func(req string) (int, string) {
+		t.Helper()
+		if _, err := io.WriteString(c.c, req); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res.StatusCode, string(body)
 	}
-	res, err := http.ReadResponse(c.br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != 200 || string(body) != "POST /a data" {
-		t.Errorf("POST: %d %q", res.StatusCode, body)
+	if code, body := post("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\ndata"); code != 200 || body != "POST /a data" {
+		t.Errorf("POST: %d %q", code, body)
 	}
 	c.do("GET", "/a") // the POST invalidated it: a miss
 	te.wait()
 	if r := c.do("GET", "/a"); r.code != 200 || r.body != "GET /a " || r.header.Get("X-Cache") != "Hit from edged" {
 		t.Errorf("after POST: %d %q %q", r.code, r.body, r.header.Get("X-Cache"))
+	} else if !hitPath(r) {
+		t.Errorf("the hit after a POST served in place did not come from the hit path:\n%s", r.head)
+	}
+	// A chunked body: net/http serves it and the rest of the connection.
+	if code, body := post("PUT /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nmore\r\n0\r\n\r\n"); code != 200 || body != "PUT /a more" {
+		t.Errorf("chunked PUT: %d %q", code, body)
+	}
+	c.do("GET", "/a")
+	te.wait()
+	if r := c.do("GET", "/a"); r.code != 200 || r.body != "GET /a " || r.header.Get("X-Cache") != "Hit from edged" {
+		t.Errorf("after PUT: %d %q %q", r.code, r.body, r.header.Get("X-Cache"))
 	} else if hitPath(r) {
 		t.Errorf("the fast server answered on a handed-over connection:\n%s", r.head)
+	}
+}
+
+// TestInlineBodies: requests with a body of a declared length are served
+// in place: the origin gets the body; a body the handler leaves unread is
+// dropped when small (the connection stays) and closes the connection
+// when large; a slow body meets the read timeout.
+func TestInlineBodies(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %d", r.Method, len(b))
+	})
+	te := startEdge(t, "limits: {max_body_size: 64KiB}\ntimeouts: {read: 500ms}\n"+
+		oneOrigin(o, "      allowed_methods: [GET, HEAD, OPTIONS, PUT, POST, PATCH, DELETE]\n"), nil)
+	c := dialRaw(t, te)
+	send := func(head string, body []byte) (int, string, bool) {
+		t.Helper()
+		if _, err := c.c.Write(append([]byte(head), body...)); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			t.Fatalf("%.30q: %v", head, err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res.StatusCode, string(b), res.Close
+	}
+	for _, m := range []string{"POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+		body := bytes.Repeat([]byte("b"), 1000)
+		if code, got, _ := send(m+" /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", body); code != 200 || got != m+" 1000" {
+			t.Errorf("%s: %d %q", m, code, got)
+		}
+	}
+	// The same as net/http's answer (a chunked body goes to net/http).
+	c3 := dialRaw(t, te)
+	for _, m := range []string{"POST", "PUT", "DELETE"} {
+		if _, err := io.WriteString(c3.c, m+" /y HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		want, err := http.ReadResponse(c3.br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantBody, _ := io.ReadAll(want.Body)
+		want.Body.Close()
+		code, got, _ := send(m+" /y HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n", []byte("abc"))
+		if code != want.StatusCode || got != string(wantBody) || got != m+" 3" {
+			t.Errorf("%s: in place %d %q, net/http %d %q", m, code, got, want.StatusCode, wantBody)
+		}
+	}
+	// Over max_body_size: 413 without reading it. 100 KiB is dropped and
+	// the connection kept...
+	if code, _, _ := send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 102400\r\n\r\n", bytes.Repeat([]byte("x"), 100<<10)); code != 413 {
+		t.Errorf("100 KiB over the limit: %d", code)
+	}
+	if code, got, _ := send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n", []byte("ok")); code != 200 || got != "POST 2" {
+		t.Errorf("after a dropped body: %d %q", code, got)
+	}
+	// ...1 MiB is not: the connection closes after the 413.
+	big := bytes.Repeat([]byte("y"), 1<<20)
+	go c.c.Write(append([]byte("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n"), big...))
+	res, err := http.ReadResponse(c.br, nil)
+	if err != nil || res.StatusCode != 413 {
+		t.Fatalf("1 MiB over the limit: %v %v", res, err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// Closed: an end of stream, or a reset for the unread bytes.
+	if _, err := io.Copy(io.Discard, c.br); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("after 1 MiB left unread: %v, want the connection closed", err)
+	}
+	// A body that stops arriving: the read timeout ends it.
+	c2 := dialRaw(t, te)
+	io.WriteString(c2.c, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+	c2.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	all, _ := io.ReadAll(c2.c)
+	if time.Since(start) > 4*time.Second {
+		t.Errorf("a stalled body held the connection %v: %q", time.Since(start), all)
 	}
 }
 
@@ -240,8 +340,9 @@ func TestInlineBadRequests(t *testing.T) {
 }
 
 // FuzzInlineHead feeds arbitrary request heads to the in-place path: it
-// must never panic; a head it takes must reach the handler as a GET or
-// HEAD with one Host and no body, and the answer written must be one
+// must never panic; a head it takes must reach the handler with one Host,
+// as a GET or HEAD with no body or another method with a body of a
+// declared length (never chunked), and the answer written must be one
 // well-formed HTTP/1.1 response (a 400 for heads http.ReadRequest
 // refuses).
 func FuzzInlineHead(f *testing.F) {
@@ -254,13 +355,17 @@ func FuzzInlineHead(f *testing.F) {
 		"GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
 		"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
 		"GET /a HTTP/1.1\r\nHost: x\r\n X: folded\r\n\r\n",
+		"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n",
+		"DELETE /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+		"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
 	} {
 		f.Add(s)
 	}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// An empty Host is accepted, as net/http's server accepts it.
-		if (r.Method != "GET" && r.Method != "HEAD") || r.Header["Host"] != nil || r.Body != http.NoBody {
-			panic(fmt.Sprintf("handler got %s %q host %q body %T", r.Method, r.RequestURI, r.Host, r.Body))
+		bodyless := r.Method == "GET" || r.Method == "HEAD"
+		if r.Header["Host"] != nil || (bodyless && r.Body != http.NoBody) || (!bodyless && (r.ContentLength < 0 || r.Header["Transfer-Encoding"] != nil)) {
+			panic(fmt.Sprintf("handler got %s %q host %q body %T length %d", r.Method, r.RequestURI, r.Host, r.Body, r.ContentLength))
 		}
 		n := len(r.URL.Path) * 1000 // small bodies buffered, long paths chunked
 		if r.URL.Path == "/big" {

@@ -217,6 +217,7 @@ func (s *Service) Start(ctx context.Context) error {
 		// the handshake).
 		fs := newFastServer(s.h, ln, cfg.Timeouts.Idle.D(), cfg.Timeouts.ReadHeader.D(), cfg.Timeouts.Write.D())
 		fs.guard = guardOpts
+		fs.read = cfg.Timeouts.Read.D()
 		fs.full = handler
 		if l.TLS != nil {
 			fs.tlsConf = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12,
