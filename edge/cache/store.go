@@ -7,6 +7,7 @@ package cache
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,10 +27,11 @@ type Options struct {
 
 // Store holds entries by key.
 type Store struct {
-	c    *ristretto.Cache[string, *Entry]
-	seq  atomic.Uint64
-	bans atomic.Pointer[[]Ban]
-	mu   sync.Mutex // serialises ban writers
+	c     *ristretto.Cache[string, *Entry]
+	seq   atomic.Uint64
+	bans  atomic.Pointer[[]Ban]
+	exact exactBans
+	mu    sync.Mutex // serialises ban writers
 	// life guards ristretto's channels: Set, Del and Wait send on a
 	// channel that Close closes, so they hold it shared and Close holds it
 	// exclusively (a Set racing a shutdown must not panic).
@@ -124,7 +126,7 @@ func (s *Store) Get(key string) (*Entry, bool) {
 	if !ok || e == nil {
 		return nil, false
 	}
-	if bans := *s.bans.Load(); len(bans) > 0 && banned(bans, e) {
+	if s.Banned(e) {
 		s.Del(key)
 		return nil, false
 	}
@@ -135,8 +137,80 @@ func (s *Store) Get(key string) (*Entry, bool) {
 // it (for entries handed around outside the store, such as a finished
 // fill's result).
 func (s *Store) Banned(e *Entry) bool {
-	bans := *s.bans.Load()
-	return len(bans) > 0 && banned(bans, e)
+	if bans := *s.bans.Load(); len(bans) > 0 && banned(bans, e) {
+		return true
+	}
+	return s.exact.covers(e)
+}
+
+// exactBans holds the bans of one exact path in one distribution (what
+// an unsafe method's answer makes, RFC 9111 4.4: one per POST, PUT or
+// DELETE) as the newest sequence number per distribution and path, so a
+// lookup is one map read however many were made. In the ban list they
+// were scanned from the newest on every Get, and a hit older than all of
+// them scanned every one: an API taking POSTs behind the edge made each
+// hit slower (215 → 623 µs of CPU per request within 15 s at 1,600 POSTs
+// per second).
+type exactBans struct {
+	mu    sync.RWMutex
+	m     map[string]map[string]exactBan // distribution → path → ban
+	n     atomic.Int64                   // paths held
+	swept int64                          // n after the last sweep
+}
+
+type exactBan struct {
+	seq uint64
+	at  time.Time
+}
+
+// isExact reports whether b can be kept as an exact ban.
+func isExact(b Ban) bool {
+	return b.Dist != "" && b.Host == "" && b.Tag == "" && !strings.ContainsAny(b.Path, "*?")
+}
+
+// add records b (its Seq and At set); bans from before horizon, which no
+// stored entry can predate, are dropped once the set has doubled.
+func (x *exactBans) add(b Ban, horizon time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.m == nil {
+		x.m = map[string]map[string]exactBan{}
+	}
+	paths := x.m[b.Dist]
+	if paths == nil {
+		paths = map[string]exactBan{}
+		x.m[b.Dist] = paths
+	}
+	if _, ok := paths[b.Path]; !ok {
+		x.n.Add(1)
+	}
+	paths[b.Path] = exactBan{seq: b.Seq, at: b.At}
+	if n := x.n.Load(); n >= 2*max(x.swept, 1024) {
+		for dist, paths := range x.m {
+			for p, eb := range paths {
+				if !eb.at.After(horizon) {
+					delete(paths, p)
+					n--
+				}
+			}
+			if len(paths) == 0 {
+				delete(x.m, dist)
+			}
+		}
+		x.n.Store(n)
+		x.swept = n
+	}
+}
+
+// covers reports whether an exact ban made after e was fetched covers it.
+func (x *exactBans) covers(e *Entry) bool {
+	if x.n.Load() == 0 {
+		return false
+	}
+	x.mu.RLock()
+	eb, ok := x.m[e.Dist][e.Path]
+	x.mu.RUnlock()
+	return ok && eb.seq > e.Seq
 }
 
 func banned(bans []Ban, e *Entry) bool {
@@ -223,6 +297,10 @@ func (s *Store) Invalidate(bans ...Ban) uint64 {
 	seq := s.seq.Add(1)
 	for _, b := range bans {
 		b.Seq, b.At = seq, now
+		if isExact(b) {
+			s.exact.add(b, horizon)
+			continue
+		}
 		next = append(next, b)
 	}
 	s.bans.Store(&next)
@@ -253,7 +331,7 @@ type Stats struct {
 func (s *Store) Stats() Stats {
 	return Stats{
 		Objects: max(s.objects.Load(), 0), Bytes: max(s.bytes.Load(), 0), MaxBytes: s.c.MaxCost(),
-		Evictions: s.evictions.Load(), Bans: len(*s.bans.Load()),
+		Evictions: s.evictions.Load(), Bans: len(*s.bans.Load()) + int(s.exact.n.Load()),
 	}
 }
 
