@@ -245,3 +245,33 @@ func BenchmarkGetWithExactBans(b *testing.B) {
 		}
 	}
 }
+
+// TestExactBansOverflow: past maxExactBans live exact bans, each
+// distribution's are replaced by a ban of all its earlier entries.
+func TestExactBansOverflow(t *testing.T) {
+	s, err := New(Options{MaxBytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.maxLife.Store(int64(time.Hour))
+	before := &Entry{Seq: s.Seq(), Dist: "d", Path: "/kept-until-overflow"}
+	otherDist := &Entry{Seq: s.Seq(), Dist: "e", Path: "/x"}
+	for i := range maxExactBans {
+		s.Invalidate(Ban{Dist: "d", Path: fmt.Sprintf("/u/%d", i)})
+	}
+	if s.Banned(before) {
+		t.Fatal("an unrelated path was banned before the overflow")
+	}
+	for i := range maxExactBans + 1 {
+		s.Invalidate(Ban{Dist: "d", Path: fmt.Sprintf("/v/%d", i)})
+	}
+	if n := s.exact.n.Load(); n > maxExactBans {
+		t.Errorf("%d exact bans held, more than %d", n, maxExactBans)
+	}
+	after := &Entry{Seq: s.Seq(), Dist: "d", Path: "/kept-until-overflow"}
+	if !s.Banned(before) || s.Banned(after) || s.Banned(otherDist) {
+		t.Errorf("after the overflow: earlier entry banned %v (want true), later %v (want false), other distribution %v (want false)",
+			s.Banned(before), s.Banned(after), s.Banned(otherDist))
+	}
+}

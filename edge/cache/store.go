@@ -168,9 +168,17 @@ func isExact(b Ban) bool {
 	return b.Dist != "" && b.Host == "" && b.Tag == "" && !strings.ContainsAny(b.Path, "*?")
 }
 
+// maxExactBans bounds the exact bans held: past it (paths that differ per
+// request, held as long as the longest-lived entry), each distribution's
+// are replaced by one ban of all its entries (the caller's, made now),
+// which covers at least as much.
+const maxExactBans = 100000
+
 // add records b (its Seq and At set); bans from before horizon, which no
-// stored entry can predate, are dropped once the set has doubled.
-func (x *exactBans) add(b Ban, horizon time.Time) {
+// stored entry can predate, are dropped once the set has doubled. Past
+// maxExactBans the set is emptied and add returns the distributions it
+// held, for the caller to ban whole.
+func (x *exactBans) add(b Ban, horizon time.Time) (overflow []string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.m == nil {
@@ -199,7 +207,16 @@ func (x *exactBans) add(b Ban, horizon time.Time) {
 		}
 		x.n.Store(n)
 		x.swept = n
+		if n > maxExactBans {
+			for dist := range x.m {
+				overflow = append(overflow, dist)
+			}
+			clear(x.m)
+			x.n.Store(0)
+			x.swept = 0
+		}
 	}
+	return overflow
 }
 
 // covers reports whether an exact ban made after e was fetched covers it.
@@ -298,7 +315,9 @@ func (s *Store) Invalidate(bans ...Ban) uint64 {
 	for _, b := range bans {
 		b.Seq, b.At = seq, now
 		if isExact(b) {
-			s.exact.add(b, horizon)
+			for _, dist := range s.exact.add(b, horizon) {
+				next = append(next, Ban{Seq: seq, At: now, Dist: dist, Path: "*"})
+			}
 			continue
 		}
 		next = append(next, b)
