@@ -78,6 +78,22 @@ func (rc *rawConn) do(method, target string, fields ...string) rawResp {
 	return rawResp{code: res.StatusCode, header: res.Header, body: string(body), close: res.Close, head: head.String()}
 }
 
+// send writes raw (a whole request, body included) and reads one
+// response.
+func (rc *rawConn) send(raw string) (code int, body string) {
+	rc.t.Helper()
+	if _, err := io.WriteString(rc.c, raw); err != nil {
+		rc.t.Fatal(err)
+	}
+	res, err := http.ReadResponse(rc.br, nil)
+	if err != nil {
+		rc.t.Fatalf("%.30q: %v", raw, err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	return res.StatusCode, string(b)
+}
+
 // TestInlineMatchesNetHTTP: requests the hit path does not answer are
 // served in place on the fast server's connection, with the same status,
 // fields and body as net/http's server gives them (a request is sent to
@@ -198,20 +214,7 @@ func TestInlineKeepsConnection(t *testing.T) {
 	}
 	// A body of a declared length: served in place too, and the
 	// connection stays.
-	post := func(req string) (int, string) {
-		t.Helper()
-		if _, err := io.WriteString(c.c, req); err != nil {
-			t.Fatal(err)
-		}
-		res, err := http.ReadResponse(c.br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		return res.StatusCode, string(body)
-	}
-	if code, body := post("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\ndata"); code != 200 || body != "POST /a data" {
+	if code, body := c.send("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\ndata"); code != 200 || body != "POST /a data" {
 		t.Errorf("POST: %d %q", code, body)
 	}
 	c.do("GET", "/a") // the POST invalidated it: a miss
@@ -222,7 +225,7 @@ func TestInlineKeepsConnection(t *testing.T) {
 		t.Errorf("the hit after a POST served in place did not come from the hit path:\n%s", r.head)
 	}
 	// A chunked body: net/http serves it and the rest of the connection.
-	if code, body := post("PUT /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nmore\r\n0\r\n\r\n"); code != 200 || body != "PUT /a more" {
+	if code, body := c.send("PUT /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nmore\r\n0\r\n\r\n"); code != 200 || body != "PUT /a more" {
 		t.Errorf("chunked PUT: %d %q", code, body)
 	}
 	c.do("GET", "/a")
@@ -246,48 +249,26 @@ func TestInlineBodies(t *testing.T) {
 	te := startEdge(t, "limits: {max_body_size: 64KiB}\ntimeouts: {read: 500ms}\n"+
 		oneOrigin(o, "      allowed_methods: [GET, HEAD, OPTIONS, PUT, POST, PATCH, DELETE]\n"), nil)
 	c := dialRaw(t, te)
-	send := func(head string, body []byte) (int, string, bool) {
-		t.Helper()
-		if _, err := c.c.Write(append([]byte(head), body...)); err != nil {
-			t.Fatal(err)
-		}
-		res, err := http.ReadResponse(c.br, nil)
-		if err != nil {
-			t.Fatalf("%.30q: %v", head, err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		return res.StatusCode, string(b), res.Close
-	}
 	for _, m := range []string{"POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
-		body := bytes.Repeat([]byte("b"), 1000)
-		if code, got, _ := send(m+" /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", body); code != 200 || got != m+" 1000" {
+		if code, got := c.send(m + " /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + strings.Repeat("b", 1000)); code != 200 || got != m+" 1000" {
 			t.Errorf("%s: %d %q", m, code, got)
 		}
 	}
 	// The same as net/http's answer (a chunked body goes to net/http).
 	c3 := dialRaw(t, te)
 	for _, m := range []string{"POST", "PUT", "DELETE"} {
-		if _, err := io.WriteString(c3.c, m+" /y HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		want, err := http.ReadResponse(c3.br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wantBody, _ := io.ReadAll(want.Body)
-		want.Body.Close()
-		code, got, _ := send(m+" /y HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n", []byte("abc"))
-		if code != want.StatusCode || got != string(wantBody) || got != m+" 3" {
-			t.Errorf("%s: in place %d %q, net/http %d %q", m, code, got, want.StatusCode, wantBody)
+		wantCode, wantBody := c3.send(m + " /y HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+		code, got := c.send(m + " /y HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+		if code != wantCode || got != wantBody || got != m+" 3" {
+			t.Errorf("%s: in place %d %q, net/http %d %q", m, code, got, wantCode, wantBody)
 		}
 	}
 	// Over max_body_size: 413 without reading it. 100 KiB is dropped and
 	// the connection kept...
-	if code, _, _ := send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 102400\r\n\r\n", bytes.Repeat([]byte("x"), 100<<10)); code != 413 {
+	if code, _ := c.send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 102400\r\n\r\n" + strings.Repeat("x", 100<<10)); code != 413 {
 		t.Errorf("100 KiB over the limit: %d", code)
 	}
-	if code, got, _ := send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n", []byte("ok")); code != 200 || got != "POST 2" {
+	if code, got := c.send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"); code != 200 || got != "POST 2" {
 		t.Errorf("after a dropped body: %d %q", code, got)
 	}
 	// ...1 MiB is not: the connection closes after the 413.
