@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"net"
 	"net/http"
@@ -156,21 +157,11 @@ func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *in
 	return closeAfter
 }
 
-// headerOf builds the header of a request head as net/http would (Host
-// left out).
+// headerOf parses the fields of a request head as net/http does (with
+// textproto; Host left out).
 func headerOf(head []byte) http.Header {
-	hdr := http.Header{}
-	rest := head[strings.Index(bstring(head), "\r\n")+2 : len(head)-2]
-	for len(rest) > 0 {
-		i := strings.Index(bstring(rest), "\r\n")
-		line := rest[:i]
-		rest = rest[i+2:]
-		colon := strings.IndexByte(bstring(line), ':')
-		k := textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
-		if k == "Host" {
-			continue
-		}
-		hdr[k] = append(hdr[k], strings.Trim(string(line[colon+1:]), " \t"))
-	}
-	return hdr
+	eol := strings.Index(bstring(head), "\r\n")
+	fields, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(head[eol+2:]))).ReadMIMEHeader()
+	delete(fields, "Host")
+	return http.Header(fields)
 }

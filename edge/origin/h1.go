@@ -58,6 +58,28 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	replayable := !hasBody && (req.Method == http.MethodGet || req.Method == http.MethodHead || req.Method == http.MethodOptions)
+	deadline, hasDeadline := ctx.Deadline()
+	return t.do(ctx, req, replayable, deadline, hasDeadline, req.Write)
+}
+
+// rawGet stands for the body-less GETs sendRaw sends, where ReadResponse
+// wants a request (only its method matters there).
+var rawGet = &http.Request{Method: http.MethodGet}
+
+// sendRaw is RoundTrip for a body-less GET whose head the caller built:
+// no http.Request and no context (the deadline bounds it all), the same
+// pooling, stale-connection retry and response handling.
+func (t *h1Transport) sendRaw(head []byte, deadline time.Time) (*http.Response, error) {
+	return t.do(context.Background(), rawGet, true, deadline, true, func(w io.Writer) error {
+		_, err := w.Write(head)
+		return err
+	})
+}
+
+// do sends a request written by write (req stands for it when reading the
+// answer) over a pooled connection, once more on a fresh one when a reused
+// connection turns out closed and the request is replayable.
+func (t *h1Transport) do(ctx context.Context, req *http.Request, replayable bool, deadline time.Time, hasDeadline bool, write func(io.Writer) error) (*http.Response, error) {
 	dial := func(addr string) (net.Conn, error) { return t.dialer.DialContext(ctx, "tcp", addr) }
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
@@ -67,7 +89,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(ctx, c, req)
+		resp, err := t.exchange(ctx, c, req, deadline, hasDeadline, write)
 		if err == nil {
 			return resp, nil
 		}
@@ -83,9 +105,8 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// exchange writes req on c and reads the response head.
-func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.Request) (*http.Response, error) {
-	deadline, hasDeadline := ctx.Deadline()
+// exchange writes the request on c and reads the response head.
+func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.Request, deadline time.Time, hasDeadline bool, write func(io.Writer) error) (*http.Response, error) {
 	headDeadline := deadline
 	if t.respTimeout > 0 {
 		if d := time.Now().Add(t.respTimeout); !hasDeadline || d.Before(deadline) {
@@ -94,9 +115,13 @@ func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.
 	}
 	_ = c.SetWriteDeadline(deadline)
 	_ = c.SetReadDeadline(headDeadline)
-	// A cancelled request unblocks whatever read or write is under way.
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
-	err := req.Write(c.W)
+	// A cancelled request unblocks whatever read or write is under way
+	// (nothing to watch for a context that cannot end).
+	stop := noStop
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
+	}
+	err := write(c.W)
 	if err == nil {
 		err = c.W.Flush()
 	}
@@ -126,6 +151,8 @@ func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.
 	reuse := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
 	return withBody(c, resp, reuse, stop, deadline), nil
 }
+
+func noStop() bool { return true }
 
 // withBody ties c to resp's body, which releases it when read (to the
 // pool if reuse).
@@ -191,51 +218,3 @@ func (b *h1Body) finish(complete bool) {
 		b.c.Close()
 	})
 }
-
-// rawGet stands for the body-less GETs sendRaw sends, where ReadResponse
-// wants a request (only its method matters there).
-var rawGet = &http.Request{Method: http.MethodGet}
-
-// sendRaw is RoundTrip for a body-less GET whose head the caller built:
-// no http.Request, no context (the deadline bounds it all), the same
-// pooling, stale-connection retry and response handling.
-func (t *h1Transport) sendRaw(head []byte, deadline time.Time) (*http.Response, error) {
-	dial := func(addr string) (net.Conn, error) { return t.dialer.Dial("tcp", addr) }
-	for attempt := 0; ; attempt++ {
-		c, reused, err := t.pool.Acquire(dial, attempt, true)
-		if err != nil {
-			return nil, err
-		}
-		headDeadline := deadline
-		if t.respTimeout > 0 {
-			if d := time.Now().Add(t.respTimeout); d.Before(deadline) {
-				headDeadline = d
-			}
-		}
-		_ = c.SetWriteDeadline(deadline)
-		_ = c.SetReadDeadline(headDeadline)
-		_, err = c.W.Write(head)
-		if err == nil {
-			err = c.W.Flush()
-		}
-		var resp *http.Response
-		if err == nil {
-			resp, err = readFinalResponse(c, rawGet)
-		}
-		if err == nil {
-			reuse := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
-			return withBody(c, resp, reuse, noStop, deadline), nil
-		}
-		c.Close()
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && !headDeadline.Equal(deadline) && time.Now().Before(deadline) {
-			return nil, headTimeoutError{t.respTimeout}
-		}
-		if reused && attempt == 0 {
-			continue // a keep-alive connection the origin had closed: once more, fresh
-		}
-		return nil, err
-	}
-}
-
-func noStop() bool { return true }
