@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/edgestack/edgestack/internal/sockio"
 	"io"
 	"net"
 	"net/http"
@@ -83,6 +84,7 @@ func (f *fastServer) serve() error {
 			return err
 		}
 		delay = 0
+		c = sockio.Wrap(c)
 		f.mu.Lock()
 		if f.closing.Load() {
 			f.mu.Unlock()
@@ -443,9 +445,8 @@ func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch
 		if !sent {
 			// writev; a large copy runs as an ordinary (blocking-marked)
 			// system call so the scheduler can run other connections on
-			// another thread meanwhile.
-			bufs := net.Buffers{out, e.Body}
-			_, err = bufs.WriteTo(c)
+			// another thread meanwhile (sockio issues small ones raw).
+			_, err = sockio.WriteBuffers(c, [][]byte{out, e.Body})
 		}
 	}
 	runtime.KeepAlive(e)

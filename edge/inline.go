@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/edgestack/edgestack/internal/sockio"
 	"io"
 	"net"
 	"net/http"
@@ -453,7 +454,7 @@ func (w *inlineWriter) send(bufs net.Buffers) (int64, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	return bufs.WriteTo(w.c)
+	return sockio.WriteBuffers(w.c, bufs)
 }
 
 // finish completes the response after the handler returned; an error (or

@@ -5,6 +5,7 @@ package edge
 import (
 	"bytes"
 	"errors"
+	"github.com/edgestack/edgestack/internal/sockio"
 	"io"
 	"net"
 	"os"
@@ -23,7 +24,7 @@ import (
 // holds a reference on blob. ok is false when c is not a TCP socket (the
 // caller then writes from memory).
 func sendHeadAndBlob(c net.Conn, head []byte, blob *cache.Blob) (ok bool, err error) {
-	tc, isTCP := c.(*net.TCPConn)
+	tc, isTCP := sockio.TCP(c)
 	if !isTCP {
 		return false, nil
 	}

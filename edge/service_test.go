@@ -3,9 +3,11 @@ package edge
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgestack/edgestack/internal/config"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
@@ -64,6 +66,23 @@ func TestMetricsLint(t *testing.T) {
 	if !hit {
 		t.Fatal("no hit in 20 requests")
 	}
+	// The request counter moves after the response is written, so the
+	// client can see the hit before the counter does: scrape until it
+	// shows (this was the intermittent failure).
+	wants := []string{`edgestack_edged_requests_total{cache_status="Hit",distribution="d"} 1`, `edgestack_edged_requests_total{cache_status="Miss",distribution="d"} `, "edgestack_edged_cache_bytes"}
+	var text string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		text = scrape(t, te.adm+"/metrics")
+		if strings.Contains(text, wants[0]) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, want := range wants {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	problems, err := promlint.NewWithMetricFamilies(mustGather(t, te)).Lint()
 	if err != nil {
 		t.Fatal(err)
@@ -71,23 +90,19 @@ func TestMetricsLint(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
-	res, err := client.Get(te.adm + "/metrics")
+}
+
+// scrape returns the text of a metrics endpoint.
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	res, err := client.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var sb strings.Builder
-	buf := make([]byte, 1<<16)
-	for {
-		n, err := res.Body.Read(buf)
-		sb.Write(buf[:n])
-		if err != nil {
-			break
-		}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, want := range []string{`edgestack_edged_requests_total{cache_status="Hit",distribution="d"} 1`, `edgestack_edged_requests_total{cache_status="Miss",distribution="d"} `, "edgestack_edged_cache_bytes"} {
-		if !strings.Contains(sb.String(), want) {
-			t.Errorf("metrics lack %s", want)
-		}
-	}
+	return string(b)
 }

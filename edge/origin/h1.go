@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgestack/edgestack/internal/sockio"
 	"io"
 	"net"
 	"net/http"
@@ -80,7 +81,13 @@ func (t *h1Transport) sendRaw(head []byte, deadline time.Time) (*http.Response, 
 // answer) over a pooled connection, once more on a fresh one when a reused
 // connection turns out closed and the request is replayable.
 func (t *h1Transport) do(ctx context.Context, req *http.Request, replayable bool, deadline time.Time, hasDeadline bool, write func(io.Writer) error) (*http.Response, error) {
-	dial := func(addr string) (net.Conn, error) { return t.dialer.DialContext(ctx, "tcp", addr) }
+	dial := func(addr string) (net.Conn, error) {
+		c, err := t.dialer.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return sockio.Wrap(c), nil
+	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err

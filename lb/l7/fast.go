@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/edgestack/edgestack/internal/sockio"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -1238,6 +1239,7 @@ func (u *upstream) dial(addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	c = sockio.Wrap(c)
 	if u.tls == nil {
 		return c, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/edgestack/edgestack/internal/sockio"
 	"log/slog"
 	"net"
 	"net/http"
@@ -264,6 +265,7 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 // limitAndCount applies MaxConnections and the connection and byte
 // counters to a listener (both engines).
 func (o ServerOptions) limitAndCount(ln net.Listener) net.Listener {
+	ln = sockioListener{ln}
 	if o.MaxConnections > 0 {
 		ln = netutil.LimitListener(ln, o.MaxConnections)
 	}
@@ -271,6 +273,18 @@ func (o ServerOptions) limitAndCount(ln net.Listener) net.Listener {
 		ln = &countingListener{Listener: ln, active: o.Active, in: o.BytesIn, out: o.BytesOut}
 	}
 	return ln
+}
+
+// sockioListener hands out connections whose reads and writes are raw
+// system calls (internal/sockio).
+type sockioListener struct{ net.Listener }
+
+func (l sockioListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return sockio.Wrap(c), nil
 }
 
 // countingListener keeps a gauge of open connections and, when in and

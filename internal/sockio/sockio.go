@@ -1,0 +1,113 @@
+// Package sockio reads and writes TCP sockets with recvfrom/sendto issued
+// as raw system calls from the calling goroutine, on Go's netpoller.
+//
+// net.TCPConn's Read and Write go through read(2)/write(2) and the
+// runtime's entersyscall/exitsyscall. On a busy loopback proxy two costs
+// follow: the VFS layer in front of the socket, and — since a loopback
+// send runs the receiver's TCP processing inside the call — system
+// calls long enough for the runtime's monitor to hand the caller's P to
+// another thread, which then has to be woken and later put back to
+// sleep. A non-blocking socket call never blocks, so it can be issued as
+// a raw call: the goroutine keeps its P, and readiness waits still park
+// it on the netpoller with the connection's deadlines (RawConn). Writes
+// larger than 64 KiB, and the writev, sendfile and splice paths of
+// net.TCPConn (net.Buffers, ReadFrom, WriteTo), stay ordinary calls.
+//
+// Wrap returns c itself where this does not apply (not a TCP
+// connection, or not Linux).
+package sockio
+
+import (
+	"net"
+)
+
+// Conn is a TCP connection whose Read and Write use raw system calls.
+// Everything else (deadlines, Close, addresses, CloseWrite) is the
+// wrapped *net.TCPConn's.
+type Conn struct {
+	*net.TCPConn
+	io rawIO
+}
+
+// Wrap returns a Conn for a *net.TCPConn on Linux, else c unchanged.
+func Wrap(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || !supported {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	w := &Conn{TCPConn: tc}
+	w.io.init(rc)
+	return w
+}
+
+// Read reads up to len(p) bytes; io.EOF at the end of the stream.
+func (c *Conn) Read(p []byte) (int, error) {
+	return c.io.read(p)
+}
+
+// rawWriteMax is the largest write issued as a raw call. A larger one
+// may copy for long enough that the scheduler should be free to run other
+// goroutines meanwhile, so it goes through the ordinary system call path.
+const rawWriteMax = 64 << 10
+
+// Write writes all of p unless an error (or a deadline) stops it.
+func (c *Conn) Write(p []byte) (int, error) {
+	if len(p) > rawWriteMax {
+		return c.TCPConn.Write(p)
+	}
+	return c.io.write(p)
+}
+
+// maxIovecs is how many buffers one raw sendmsg carries.
+const maxIovecs = 8
+
+// Writev writes bufs in order, with raw sendmsg calls when they are few
+// and small (up to 8 buffers, 64 KiB in all), else with net.Buffers'
+// writev. It returns the bytes written.
+func (c *Conn) Writev(bufs [][]byte) (int64, error) {
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	if len(bufs) > maxIovecs || total > rawWriteMax {
+		return copyBuffers(bufs).WriteTo(c.TCPConn)
+	}
+	return c.io.writev(bufs, total)
+}
+
+// WriteBuffers writes bufs to c: Writev for a Conn, else net.Buffers'
+// WriteTo (writev on a *net.TCPConn). bufs itself is not kept, so a
+// caller's slice literal can stay on its stack.
+func WriteBuffers(c net.Conn, bufs [][]byte) (int64, error) {
+	if sc, ok := c.(*Conn); ok {
+		return sc.Writev(bufs)
+	}
+	return copyBuffers(bufs).WriteTo(c)
+}
+
+// copyBuffers copies bufs for net.Buffers.WriteTo, which consumes its
+// receiver.
+func copyBuffers(bufs [][]byte) *net.Buffers {
+	nb := append(net.Buffers(nil), bufs...)
+	return &nb
+}
+
+// NetConn returns the wrapped connection (as tls.Conn and
+// http.ResponseController's NetConn do).
+func (c *Conn) NetConn() net.Conn { return c.TCPConn }
+
+// TCP returns the *net.TCPConn under c (c itself, or the one a Conn
+// wraps).
+func TCP(c net.Conn) (*net.TCPConn, bool) {
+	switch x := c.(type) {
+	case *net.TCPConn:
+		return x, true
+	case *Conn:
+		return x.TCPConn, true
+	}
+	return nil, false
+}

@@ -1,0 +1,14 @@
+//go:build !(linux && (amd64 || arm64 || riscv64 || ppc64le || s390x || loong64))
+
+package sockio
+
+import "syscall"
+
+const supported = false
+
+type rawIO struct{}
+
+func (r *rawIO) init(syscall.RawConn)                {}
+func (r *rawIO) read(p []byte) (int, error)          { panic("sockio: unsupported") }
+func (r *rawIO) write(p []byte) (int, error)         { panic("sockio: unsupported") }
+func (r *rawIO) writev([][]byte, int) (int64, error) { panic("sockio: unsupported") }
