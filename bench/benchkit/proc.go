@@ -20,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Procs owns every process a benchmark starts and stops them all, by
@@ -131,14 +133,34 @@ type Usage struct {
 // TreeUsage reads /proc for pid and every live descendant (nginx workers,
 // the varnish child, haproxy threads are all counted).
 func TreeUsage(pid int) (Usage, error) {
-	type st struct {
-		ppid       int
-		ticks, rss int64
-	}
-	all := map[int]st{}
-	ents, err := os.ReadDir("/proc")
+	all, err := readProcs()
 	if err != nil {
 		return Usage{}, err
+	}
+	if _, ok := all[pid]; !ok {
+		return Usage{}, fmt.Errorf("process %d not found", pid)
+	}
+	var u Usage
+	for _, id := range tree(all, pid) {
+		s := all[id]
+		u.CPU += time.Duration(s.ticks) * time.Second / clockTicks
+		u.RSS += s.rss
+	}
+	return u, nil
+}
+
+// procStat is what TreeUsage and Pin need from /proc/PID/stat.
+type procStat struct {
+	ppid       int
+	ticks, rss int64
+}
+
+// readProcs reads every process's parent, CPU ticks and resident bytes.
+func readProcs() (map[int]procStat, error) {
+	all := map[int]procStat{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
 	}
 	page := int64(os.Getpagesize())
 	for _, e := range ents {
@@ -164,23 +186,85 @@ func TreeUsage(pid int) (Usage, error) {
 		ut, _ := strconv.ParseInt(f[11], 10, 64)
 		stt, _ := strconv.ParseInt(f[12], 10, 64)
 		rss, _ := strconv.ParseInt(f[21], 10, 64)
-		all[id] = st{ppid: ppid, ticks: ut + stt, rss: rss * page}
+		all[id] = procStat{ppid: ppid, ticks: ut + stt, rss: rss * page}
 	}
-	if _, ok := all[pid]; !ok {
-		return Usage{}, fmt.Errorf("process %d not found", pid)
-	}
-	var u Usage
-	for id, s := range all {
+	return all, nil
+}
+
+// tree lists pid and its live descendants.
+func tree(all map[int]procStat, pid int) []int {
+	var ids []int
+	for id := range all {
 		for cur, hops := id, 0; cur > 1 && hops < 64; hops++ {
 			if cur == pid {
-				u.CPU += time.Duration(s.ticks) * time.Second / clockTicks
-				u.RSS += s.rss
+				ids = append(ids, id)
 				break
 			}
 			cur = all[cur].ppid
 		}
 	}
-	return u, nil
+	return ids
+}
+
+// Pin sets the CPU affinity of every thread of pid's process tree to
+// cpus; threads and processes started later inherit it from their
+// creator. Pin(pid, AllCPUs()...) undoes it.
+func Pin(pid int, cpus ...int) error {
+	all, err := readProcs()
+	if err != nil {
+		return err
+	}
+	var set unix.CPUSet
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	// Twice: a thread the first pass had not reached yet may have started
+	// another meanwhile.
+	for pass := 0; pass < 2; pass++ {
+		if pass > 0 {
+			if all, err = readProcs(); err != nil {
+				return err
+			}
+		}
+		if err := pinTree(all, pid, &set, cpus); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func pinTree(all map[int]procStat, pid int, set *unix.CPUSet, cpus []int) error {
+	for _, id := range tree(all, pid) {
+		tasks, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(id), "task"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("pin thread %d of process %d to CPUs %v: %w", tid, id, cpus, err)
+			}
+		}
+	}
+	return nil
+}
+
+// AllCPUs lists the CPUs this process may run on.
+func AllCPUs() []int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return []int{0}
+	}
+	var cpus []int
+	for c := range 1024 {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus
 }
 
 // WaitTCP waits until addr accepts connections, or the process exits, or

@@ -85,8 +85,18 @@ func measured(ctx context.Context, d time.Duration, servers []*Proc, tool string
 // Wrk runs wrk against url for d with the given threads and connections
 // (bounded by -d and by ctx) and measures the servers' usage around it.
 func Wrk(ctx context.Context, url string, d time.Duration, threads, conns int, servers ...*Proc) (Load, Usage, Usage, error) {
-	out, before, after, err := measured(ctx, d, servers, "wrk", fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", conns),
-		"-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", url)
+	return WrkOn(ctx, "", url, d, threads, conns, servers...)
+}
+
+// WrkOn is Wrk with wrk confined to cpus (a taskset list such as "1";
+// empty: anywhere).
+func WrkOn(ctx context.Context, cpus, url string, d time.Duration, threads, conns int, servers ...*Proc) (Load, Usage, Usage, error) {
+	args := []string{"wrk", fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", conns),
+		"-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", url}
+	if cpus != "" {
+		args = append([]string{"taskset", "-c", cpus}, args...)
+	}
+	out, before, after, err := measured(ctx, d, servers, args[0], args[1:]...)
 	if err != nil {
 		return Load{}, before, after, err
 	}

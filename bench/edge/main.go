@@ -41,6 +41,7 @@ func main() {
 	peers := flag.String("peers", "bench/peers", "folder holding the peer configs")
 	rate := flag.Int("rate", 20000, "also measure latency at this fixed request rate (h2load --h1 --rps, smallest size); 0: skip")
 	h2 := flag.Bool("h2", true, "also measure HTTPS + HTTP/2 hits of the smallest size with h2load (edged and nginx; Varnish has no TLS)")
+	split := flag.Bool("split", true, "also measure hits of the smallest size with the server confined to one core and wrk (one thread) to another, so latency is not the two taking turns on the same cores")
 	pass := flag.Bool("pass", true, "also measure pass-through requests for an uncacheable 1 KiB answer (every request reaches the origin)")
 	memory := flag.Int("memory", 0, "instead: memory run with this cache budget in MiB (4x the budget in distinct 16 KiB objects)")
 	flag.Parse()
@@ -51,7 +52,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers, *h2, *pass, *rate); err != nil {
+	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers, *h2, *pass, *split, *rate); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/edge:", err)
 		os.Exit(1)
 	}
@@ -64,7 +65,7 @@ type server struct {
 	proc  *benchkit.Proc
 }
 
-func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string, h2, pass bool, rate int) error {
+func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string, h2, pass, split bool, rate int) error {
 	if duration > time.Minute || rounds > 20 {
 		return fmt.Errorf("keep runs bounded: -duration <= 1m, -rounds <= 20")
 	}
@@ -282,6 +283,25 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 				fmt.Sprintf("At a fixed rate: h2load --h1 -t%d -c%d --rps=%d (%d req/s in all), the same load offered to every subject; percentiles over every request from h2load's log.", threads, conns, rate/conns, rate),
 				func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
 					return benchkit.AtRate(ctx, "http://127.0.0.1:"+s.port+path, rate, duration, threads, conns, true, s.proc)
+				})
+		}
+		if cpus := benchkit.AllCPUs(); split && len(cpus) >= 2 {
+			serverCPU, clientCPU := cpus[0], cpus[1]
+			addCase(fmt.Sprintf("cache hit %s, server and wrk on separate cores", sizeName(n)),
+				[]benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors}, false,
+				fmt.Sprintf("Separate cores: every thread of the server's process tree confined to CPU %d for the run (then released), wrk -t1 -c%d on CPU %d. With both free to use both cores, a saturated server and wrk take turns on them and wrk's scheduling delays (ms) land in the latency tail; this case shows the server's own tail. Go servers drop to GOMAXPROCS=1 while confined (the runtime follows the CPU mask); each run starts 1.5 s after confining.", serverCPU, conns, clientCPU),
+				func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
+					pid := s.proc.Cmd.Process.Pid
+					if err := benchkit.Pin(pid, serverCPU); err != nil {
+						return benchkit.Load{}, benchkit.Usage{}, benchkit.Usage{}, err
+					}
+					defer benchkit.Pin(pid, cpus...)
+					select {
+					case <-time.After(1500 * time.Millisecond):
+					case <-ctx.Done():
+						return benchkit.Load{}, benchkit.Usage{}, benchkit.Usage{}, ctx.Err()
+					}
+					return benchkit.WrkOn(ctx, strconv.Itoa(clientCPU), "http://127.0.0.1:"+s.port+path, duration, 1, conns, s.proc)
 				})
 		}
 		if h2 {
