@@ -245,7 +245,8 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 			fmt.Fprintln(os.Stderr, err)
 		}
 	}
-	for _, n := range sizes {
+	var splitNote string // the separate-cores note, once
+	for i, n := range sizes {
 		path := "/obj-" + strconv.Itoa(n)
 		for _, s := range servers {
 			url := "http://127.0.0.1:" + s.port + path
@@ -260,6 +261,30 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 			func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
 				return benchkit.Wrk(ctx, "http://127.0.0.1:"+s.port+path, duration, threads, conns, s.proc)
 			})
+		if cpus := benchkit.AllCPUs(); split && len(cpus) >= 2 {
+			serverCPU, clientCPU := cpus[0], cpus[1]
+			if i == 0 {
+				splitNote = fmt.Sprintf("Separate cores: every thread of the server's process tree confined to CPU %d for the run (then released), wrk -t1 -c%d on CPU %d. With both free to use both cores, a saturated server and wrk take turns on them and wrk's scheduling delays (ms) land in the latency tail; this case shows the server's own tail. Go servers drop to GOMAXPROCS=1 while confined (the runtime follows the CPU mask); each run starts 1.5 s after confining.", serverCPU, conns, clientCPU)
+			} else {
+				splitNote = ""
+			}
+			addCase(fmt.Sprintf("cache hit %s, server and wrk on separate cores", sizeName(n)),
+				[]benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors}, false,
+				splitNote,
+				func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
+					pid := s.proc.Cmd.Process.Pid
+					if err := benchkit.Pin(pid, serverCPU); err != nil {
+						return benchkit.Load{}, benchkit.Usage{}, benchkit.Usage{}, err
+					}
+					defer benchkit.Pin(pid, cpus...)
+					select {
+					case <-time.After(1500 * time.Millisecond):
+					case <-ctx.Done():
+						return benchkit.Load{}, benchkit.Usage{}, benchkit.Usage{}, ctx.Err()
+					}
+					return benchkit.WrkOn(ctx, strconv.Itoa(clientCPU), "http://127.0.0.1:"+s.port+path, duration, 1, conns, s.proc)
+				})
+		}
 	}
 	if pass {
 		for _, s := range servers {
@@ -283,25 +308,6 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 				fmt.Sprintf("At a fixed rate: h2load --h1 -t%d -c%d --rps=%d (%d req/s in all), the same load offered to every subject; percentiles over every request from h2load's log.", threads, conns, rate/conns, rate),
 				func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
 					return benchkit.AtRate(ctx, "http://127.0.0.1:"+s.port+path, rate, duration, threads, conns, true, s.proc)
-				})
-		}
-		if cpus := benchkit.AllCPUs(); split && len(cpus) >= 2 {
-			serverCPU, clientCPU := cpus[0], cpus[1]
-			addCase(fmt.Sprintf("cache hit %s, server and wrk on separate cores", sizeName(n)),
-				[]benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors}, false,
-				fmt.Sprintf("Separate cores: every thread of the server's process tree confined to CPU %d for the run (then released), wrk -t1 -c%d on CPU %d. With both free to use both cores, a saturated server and wrk take turns on them and wrk's scheduling delays (ms) land in the latency tail; this case shows the server's own tail. Go servers drop to GOMAXPROCS=1 while confined (the runtime follows the CPU mask); each run starts 1.5 s after confining.", serverCPU, conns, clientCPU),
-				func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
-					pid := s.proc.Cmd.Process.Pid
-					if err := benchkit.Pin(pid, serverCPU); err != nil {
-						return benchkit.Load{}, benchkit.Usage{}, benchkit.Usage{}, err
-					}
-					defer benchkit.Pin(pid, cpus...)
-					select {
-					case <-time.After(1500 * time.Millisecond):
-					case <-ctx.Done():
-						return benchkit.Load{}, benchkit.Usage{}, benchkit.Usage{}, ctx.Err()
-					}
-					return benchkit.WrkOn(ctx, strconv.Itoa(clientCPU), "http://127.0.0.1:"+s.port+path, duration, 1, conns, s.proc)
 				})
 		}
 		if h2 {
