@@ -38,6 +38,45 @@ type Conn struct {
 
 	pool *Pool
 	used time.Time
+	// deadline is the last one SetDeadlineWithin set (zero: unknown, as
+	// after any other deadline call).
+	deadline time.Time
+}
+
+// SetDeadlineWithin makes the read and write deadline t, or leaves the
+// one an earlier call set when that falls within [t, t+slack]. A new
+// deadline costs a runtime timer update; per request on a busy
+// keep-alive connection that is more than a deadline firing up to slack
+// late is worth. When it sets one, it sets t+slack, so requests that
+// follow within slack keep it.
+func (c *Conn) SetDeadlineWithin(t time.Time, slack time.Duration) error {
+	if !c.deadline.IsZero() && !c.deadline.Before(t) && !c.deadline.After(t.Add(slack)) {
+		return nil
+	}
+	d := t.Add(slack)
+	if err := c.Conn.SetDeadline(d); err != nil {
+		c.deadline = time.Time{}
+		return err
+	}
+	c.deadline = d
+	return nil
+}
+
+// SetDeadline, SetReadDeadline and SetWriteDeadline set the deadlines
+// exactly (and make SetDeadlineWithin set its next one).
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.deadline = time.Time{}
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.deadline = time.Time{}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.deadline = time.Time{}
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // Release returns the connection to its pool for another request. The

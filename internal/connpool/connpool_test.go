@@ -79,3 +79,52 @@ func TestPool(t *testing.T) {
 		t.Error("connection idle past the timeout reused")
 	}
 }
+
+// deadlineSpy records the deadlines set on the connection under it.
+type deadlineSpy struct {
+	net.Conn
+	set []time.Time
+}
+
+func (d *deadlineSpy) SetDeadline(t time.Time) error {
+	d.set = append(d.set, t)
+	return d.Conn.SetDeadline(t)
+}
+
+func TestSetDeadlineWithin(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	spy := &deadlineSpy{Conn: a}
+	c := &Conn{Conn: spy}
+	t0 := time.Now().Add(time.Minute)
+	const slack = 10 * time.Millisecond
+	steps := []struct {
+		name string
+		call func() error
+		want time.Time // the deadline set on the connection; zero: none
+	}{
+		{"first sets t+slack", func() error { return c.SetDeadlineWithin(t0, slack) }, t0.Add(slack)},
+		{"same t keeps it", func() error { return c.SetDeadlineWithin(t0, slack) }, time.Time{}},
+		{"t a little later keeps it", func() error { return c.SetDeadlineWithin(t0.Add(slack/2), slack) }, time.Time{}},
+		{"t up to the set deadline keeps it", func() error { return c.SetDeadlineWithin(t0.Add(slack), slack) }, time.Time{}},
+		{"t past it sets a new one", func() error { return c.SetDeadlineWithin(t0.Add(2*slack), slack) }, t0.Add(3 * slack)},
+		{"an earlier t sets it (never late by more than slack)", func() error { return c.SetDeadlineWithin(t0, slack) }, t0.Add(slack)},
+		{"an exact deadline is set", func() error { return c.SetDeadline(t0.Add(time.Hour)) }, t0.Add(time.Hour)},
+		{"and forgets the kept one", func() error { return c.SetDeadlineWithin(t0, slack) }, t0.Add(slack)},
+		{"a read deadline forgets it too", func() error { return c.SetReadDeadline(t0) }, time.Time{}},
+		{"so the next one is set", func() error { return c.SetDeadlineWithin(t0, slack) }, t0.Add(slack)},
+	}
+	for _, s := range steps {
+		before := len(spy.set)
+		if err := s.call(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		switch {
+		case s.want.IsZero() && len(spy.set) != before:
+			t.Errorf("%s: set %v; want no new deadline", s.name, spy.set[before:])
+		case !s.want.IsZero() && (len(spy.set) != before+1 || !spy.set[before].Equal(s.want)):
+			t.Errorf("%s: set %v; want %v", s.name, spy.set[before:], s.want)
+		}
+	}
+}

@@ -697,7 +697,8 @@ func (x *exchange) roundTrip(ref *GroupRef, t *targetgroup.Target, setCookie boo
 			timeout = 60 * time.Second
 		}
 		start := time.Now()
-		_ = uc.SetDeadline(start.Add(timeout)) // write, and response head
+		// Write, and response head; up to deadlineSlack late.
+		_ = uc.SetDeadlineWithin(start.Add(timeout), deadlineSlack)
 		if err := x.writeRequest(uc); err != nil {
 			if errors.Is(err, errClient) {
 				uc.Close()
@@ -1191,6 +1192,11 @@ func (x *exchange) refuse(code int, msg string) {
 
 // upConn is a pooled connection to a target.
 type upConn = connpool.Conn
+
+// deadlineSlack is how late a request timeout may fire: a connection
+// busy with request after request keeps its deadline for this long
+// instead of moving it (a runtime timer update) for each one.
+const deadlineSlack = 10 * time.Millisecond
 
 // Pool limits per target.
 const (

@@ -78,7 +78,7 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 			return 0, outConnFailed
 		}
 		start := time.Now()
-		_ = uc.SetDeadline(start.Add(timeout))
+		_ = uc.SetDeadlineWithin(start.Add(timeout), deadlineSlack)
 		if err := h.writePooledRequest(uc, r, st); err != nil {
 			uc.Close()
 			if errors.Is(err, errClient) {
