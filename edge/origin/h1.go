@@ -120,8 +120,15 @@ func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.
 			headDeadline = d
 		}
 	}
-	_ = c.SetWriteDeadline(deadline)
-	_ = c.SetReadDeadline(headDeadline)
+	if hasDeadline && headDeadline.Equal(deadline) {
+		// One deadline for all of it: keep the connection's while it is
+		// close enough (up to deadlineSlack late) rather than moving it
+		// three times per request.
+		_ = c.SetDeadlineWithin(deadline, deadlineSlack)
+	} else {
+		_ = c.SetWriteDeadline(deadline)
+		_ = c.SetReadDeadline(headDeadline)
+	}
 	// A cancelled request unblocks whatever read or write is under way
 	// (nothing to watch for a context that cannot end).
 	stop := noStop
@@ -142,7 +149,7 @@ func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.
 			return nil, err
 		}
 		// Not reusable: the request was not all sent.
-		return withBody(c, resp, false, stop, deadline), nil
+		return withBody(c, resp, false, stop, deadline, false), nil
 	}
 	resp, err := readFinalResponse(c, req)
 	if err != nil {
@@ -156,15 +163,22 @@ func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.
 	// A 101 (the edge asks for no upgrade) leaves the connection in
 	// another protocol: never pooled.
 	reuse := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
-	return withBody(c, resp, reuse, stop, deadline), nil
+	return withBody(c, resp, reuse, stop, deadline, headDeadline.Equal(deadline)), nil
 }
 
 func noStop() bool { return true }
 
+// deadlineSlack is how late an origin timeout may fire, so that a busy
+// pooled connection keeps its deadline instead of a timer update per
+// request (connpool.Conn.SetDeadlineWithin).
+const deadlineSlack = 10 * time.Millisecond
+
 // withBody ties c to resp's body, which releases it when read (to the
 // pool if reuse).
-func withBody(c *connpool.Conn, resp *http.Response, reuse bool, stop func() bool, deadline time.Time) *http.Response {
-	_ = c.SetReadDeadline(deadline)
+func withBody(c *connpool.Conn, resp *http.Response, reuse bool, stop func() bool, deadline time.Time, readDeadlineSet bool) *http.Response {
+	if !readDeadlineSet {
+		_ = c.SetReadDeadline(deadline)
+	}
 	b := &h1Body{rc: resp.Body, c: c, stop: stop, reuse: reuse}
 	if resp.Body == http.NoBody {
 		b.finish(true)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,9 +39,10 @@ type Conn struct {
 
 	pool *Pool
 	used time.Time
-	// deadline is the last one SetDeadlineWithin set (zero: unknown, as
-	// after any other deadline call).
-	deadline time.Time
+	// deadline is the last one SetDeadlineWithin set, in Unix
+	// nanoseconds (0: unknown, as after any other deadline call).
+	// Atomic: a cancellation may set a deadline from another goroutine.
+	deadline atomic.Int64
 }
 
 // SetDeadlineWithin makes the read and write deadline t, or leaves the
@@ -50,32 +52,33 @@ type Conn struct {
 // late is worth. When it sets one, it sets t+slack, so requests that
 // follow within slack keep it.
 func (c *Conn) SetDeadlineWithin(t time.Time, slack time.Duration) error {
-	if !c.deadline.IsZero() && !c.deadline.Before(t) && !c.deadline.After(t.Add(slack)) {
+	want := t.UnixNano()
+	if cur := c.deadline.Load(); cur != 0 && cur >= want && cur <= want+int64(slack) {
 		return nil
 	}
 	d := t.Add(slack)
+	c.deadline.Store(0)
 	if err := c.Conn.SetDeadline(d); err != nil {
-		c.deadline = time.Time{}
 		return err
 	}
-	c.deadline = d
+	c.deadline.Store(d.UnixNano())
 	return nil
 }
 
 // SetDeadline, SetReadDeadline and SetWriteDeadline set the deadlines
 // exactly (and make SetDeadlineWithin set its next one).
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.deadline = time.Time{}
+	c.deadline.Store(0)
 	return c.Conn.SetDeadline(t)
 }
 
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.deadline = time.Time{}
+	c.deadline.Store(0)
 	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.deadline = time.Time{}
+	c.deadline.Store(0)
 	return c.Conn.SetWriteDeadline(t)
 }
 

@@ -128,3 +128,23 @@ func TestSetDeadlineWithin(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadlinesFromTwoGoroutines: a cancellation may set a deadline while
+// the owner sets its own (run with -race).
+func TestDeadlinesFromTwoGoroutines(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := &Conn{Conn: a}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 1000 {
+			_ = c.SetDeadline(time.Unix(1, 0))
+		}
+	}()
+	for i := range 1000 {
+		_ = c.SetDeadlineWithin(time.Now().Add(time.Duration(i)*time.Millisecond), time.Millisecond)
+	}
+	<-done
+}
