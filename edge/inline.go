@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/edgestack/edgestack/internal/sockio"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/edgestack/edgestack/internal/sockio"
 	"golang.org/x/net/http/httpguts"
 )
 

@@ -5,7 +5,6 @@ package edge
 import (
 	"bytes"
 	"errors"
-	"github.com/edgestack/edgestack/internal/sockio"
 	"io"
 	"net"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgestack/edgestack/edge/cache"
+	"github.com/edgestack/edgestack/internal/sockio"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +38,7 @@ func sendHeadAndBlob(c net.Conn, head []byte, blob *cache.Blob) (ok bool, err er
 	err = rc.Write(func(fd uintptr) bool {
 		for len(head) > 0 {
 			// MSG_MORE: let the header share a segment with the body.
-			n, err := unix.SendmsgN(int(fd), head, nil, nil, unix.MSG_MORE)
+			n, err := sockio.RawSend(fd, head, unix.MSG_MORE)
 			if err == unix.EAGAIN {
 				return false
 			}
@@ -52,7 +52,7 @@ func sendHeadAndBlob(c net.Conn, head []byte, blob *cache.Blob) (ok bool, err er
 			head = head[n:]
 		}
 		for off < size {
-			n, err := unix.Sendfile(int(fd), blob.FD(), &off, int(size-off))
+			n, err := sockio.RawSendfile(fd, blob.FD(), &off, size-off)
 			if err == unix.EAGAIN {
 				return false
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/edgestack/edgestack/internal/sockio"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgestack/edgestack/internal/connpool"
+	"github.com/edgestack/edgestack/internal/sockio"
 )
 
 // h1Transport is the HTTP/1.1 client for plain-HTTP origins. Each request

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"github.com/edgestack/edgestack/internal/sockio"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/internal/httpguard"
+	"github.com/edgestack/edgestack/internal/sockio"
 	"github.com/edgestack/edgestack/internal/wbatch"
 	"github.com/edgestack/edgestack/lb/accept"
 	"golang.org/x/net/http2"
