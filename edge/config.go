@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -97,6 +98,16 @@ type CacheConfig struct {
 	// cost 25-35% more CPU than a write from 1 MiB on; on another with the
 	// same kernel it cost 20-30% less, up to 2 MiB.
 	SendfileMaxSize Size `yaml:"sendfile_max_size"`
+	// SendfileDir is where those copies live. Empty (default): anonymous
+	// memory files (memfd). A directory on a disk filesystem (ext4, xfs):
+	// unnamed temporary files there (O_TMPFILE), as nginx keeps its
+	// proxy_cache on disk. The kernel holds such files' pages in large
+	// folios, which cost less CPU per sendfile than memfd's 4 KiB pages
+	// (1 MiB hits: 12-20% less on Linux 6.18, where shmem huge pages are
+	// off by default); their pages are also written to that disk in the
+	// background and may be evicted and read back under memory pressure.
+	// Checked at start: the directory must accept O_TMPFILE. Linux only.
+	SendfileDir string `yaml:"sendfile_dir"`
 }
 
 // Limits bound viewer requests.
@@ -322,6 +333,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.SendfileMaxSize != 0 && c.Cache.SendfileMaxSize < c.Cache.SendfileMinSize {
 		errs = append(errs, config.Errorf("cache.sendfile_max_size", "must be 0 (no bound) or at least sendfile_min_size"))
+	}
+	if d := c.Cache.SendfileDir; d != "" {
+		if !filepath.IsAbs(d) {
+			errs = append(errs, config.Errorf("cache.sendfile_dir", "must be an absolute path, not %q", d))
+		} else if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			errs = append(errs, config.Errorf("cache.sendfile_dir", "%q is not a directory", d))
+		}
 	}
 	if c.Cache.SendfileMinSize != 0 && c.Cache.SendfileMinSize < 16<<10 {
 		errs = append(errs, config.Errorf("cache.sendfile_min_size", "must be 0 (off) or at least 16KiB"))

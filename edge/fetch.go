@@ -229,7 +229,7 @@ const errorTTL = 10 * time.Second
 // put stores e (under a Vary marker when it varies) and returns its key.
 func (h *Handler) put(st *reqState, e *cache.Entry) string {
 	if n := int64(len(e.Body)); st.s.sendfile > 0 && n >= st.s.sendfile && (st.s.sendfileMax == 0 || n <= st.s.sendfileMax) {
-		e.Blob = cache.NewBlob(e.Body)
+		e.Blob = cache.NewBlob(st.s.sendfileDir, e.Body)
 	}
 	if len(e.Vary) == 0 {
 		h.store.Set(st.key, e)

@@ -136,7 +136,7 @@ func sendfileWins(size, rounds int) (bool, error) {
 		return false, errors.New("loopback accept failed")
 	}
 	body := make([]byte, size)
-	blob := cache.NewBlob(body)
+	blob := cache.NewBlob("", body)
 	if blob == nil {
 		return false, errors.New("memfd_create failed")
 	}

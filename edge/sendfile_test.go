@@ -8,7 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
+
+	"github.com/edgestack/edgestack/edge/cache"
 )
 
 func openFDs(t *testing.T) int {
@@ -19,9 +22,26 @@ func openFDs(t *testing.T) int {
 	return len(ents)
 }
 
-// TestSendfileLargeHits: large cached bodies are served by sendfile from a
-// memfd, byte for byte, and the memfds close when the objects leave; bodies
-// above sendfile_max_size get no memfd and are written from memory.
+// blobFDs counts this process's open descriptors whose target starts with
+// prefix (a memfd's name, or a directory for O_TMPFILE copies).
+func blobFDs(t *testing.T, prefix string) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc")
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSendfileLargeHits: large cached bodies are served by sendfile from
+// a memfd, or from an unnamed file in cache.sendfile_dir, byte for byte,
+// and those files close when the objects leave; bodies above
+// sendfile_max_size get no copy and are written from memory.
 func TestSendfileLargeHits(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("sendfile path is Linux only")
@@ -30,11 +50,11 @@ func TestSendfileLargeHits(t *testing.T) {
 	// The last is above the 768 KiB bound where the machine's measured
 	// default sets one.
 	sizes := []int{64 << 10, 300 << 10, 700 << 10, 1 << 20}
-	withMemfd := 0
+	withCopy := 0
 	max := defaultSendfileMax()
 	for i, n := range sizes {
 		if Size(n) >= defaultSendfileMin() && (max == 0 || Size(n) <= max) {
-			withMemfd++
+			withCopy++
 		}
 		b := make([]byte, n)
 		for j := range b {
@@ -42,32 +62,72 @@ func TestSendfileLargeHits(t *testing.T) {
 		}
 		bodies[fmt.Sprintf("/big%d", i)] = b
 	}
-	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "max-age=60")
-		w.Write(bodies[r.URL.Path])
-	})
-	te := startEdge(t, oneOrigin(o, ""), nil)
-	before := openFDs(t)
-	for p, b := range bodies {
-		for i, want := range []string{"Miss", "Hit", "Hit"} {
-			r := te.get(p)
-			if r.xcache() != want || !bytes.Equal([]byte(r.body), b) {
-				t.Errorf("%s #%d: %s, %d bytes, equal %v", p, i, r.xcache(), len(r.body), bytes.Equal([]byte(r.body), b))
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, dir, fdPrefix string
+	}{
+		{"memfd", "", "/memfd:edged-object"},
+		{"sendfile_dir", dir, dir + "/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := cache.CheckBlobDir(tc.dir); err != nil {
+				t.Skip(err) // a filesystem without O_TMPFILE
 			}
-			if r := te.do("HEAD", p); r.code != 200 || r.body != "" || r.header.Get("Content-Length") != fmt.Sprint(len(b)) {
-				t.Errorf("HEAD %s: %d %q", p, r.code, r.header.Get("Content-Length"))
+			o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "max-age=60")
+				w.Write(bodies[r.URL.Path])
+			})
+			cfg := oneOrigin(o, "")
+			if tc.dir != "" {
+				cfg = "listeners:\n  - address: 127.0.0.1:0\ncache:\n  max_size: 64MiB\n  max_object_size: 1MiB\n  sendfile_dir: " + tc.dir + "\n" + cfg
 			}
+			te := startEdge(t, cfg, nil)
+			before := blobFDs(t, tc.fdPrefix)
+			for p, b := range bodies {
+				for i, want := range []string{"Miss", "Hit", "Hit"} {
+					r := te.get(p)
+					if r.xcache() != want || !bytes.Equal([]byte(r.body), b) {
+						t.Errorf("%s #%d: %s, %d bytes, equal %v", p, i, r.xcache(), len(r.body), bytes.Equal([]byte(r.body), b))
+					}
+					if r := te.do("HEAD", p); r.code != 200 || r.body != "" || r.header.Get("Content-Length") != fmt.Sprint(len(b)) {
+						t.Errorf("HEAD %s: %d %q", p, r.code, r.header.Get("Content-Length"))
+					}
+					te.wait()
+				}
+			}
+			filled := blobFDs(t, tc.fdPrefix)
+			if filled < before+withCopy {
+				t.Errorf("copies under %s: %d open, %d before filling; want %d more", tc.fdPrefix, filled, before, withCopy)
+			}
+			te.svc.Store().Purge()
 			te.wait()
+			if n := blobFDs(t, tc.fdPrefix); n != filled-withCopy {
+				t.Errorf("copies not closed after purge: %d open, %d with the objects cached", n, filled)
+			}
+		})
+	}
+}
+
+// TestSendfileDirChecked: a sendfile_dir that cannot hold the copies is
+// refused, naming the field, by Validate (not a directory, relative) or
+// at start (no O_TMPFILE there).
+func TestSendfileDirChecked(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"relative/dir", "/no/such/dir", file} {
+		cfg := DefaultConfig()
+		cfg.Cache.SendfileDir = dir
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "cache.sendfile_dir") {
+			t.Errorf("sendfile_dir %q: Validate = %v; want an error naming cache.sendfile_dir", dir, err)
 		}
 	}
-	filled := openFDs(t)
-	if filled < before+withMemfd {
-		t.Errorf("memfds: %d open, %d before filling", filled, before)
-	}
-	te.svc.Store().Purge()
-	te.wait()
-	if n := openFDs(t); n != filled-withMemfd {
-		t.Errorf("memfds not closed after purge: %d open, %d with the objects cached", n, filled)
+	if runtime.GOOS == "linux" {
+		// /proc is a directory where no file can be made.
+		if err := cache.CheckBlobDir("/proc"); err == nil {
+			t.Error("CheckBlobDir(/proc) succeeded")
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/edgestack/edgestack/edge/glob"
 	"github.com/edgestack/edgestack/edge/origin"
 	"github.com/edgestack/edgestack/internal/accesslog"
+	"github.com/edgestack/edgestack/internal/config"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -26,8 +27,9 @@ type snapshot struct {
 	dists       []*dist
 	trusted     []netip.Prefix
 	maxObject   int64
-	sendfile    int64 // body size from which stored entries get a memfd copy; 0 off
-	sendfileMax int64 // and up to which; 0 no bound
+	sendfile    int64  // body size from which stored entries get a memfd copy; 0 off
+	sendfileMax int64  // and up to which; 0 no bound
+	sendfileDir string // where the copies live; "" memfd
 	maxURL      int
 	maxBody     int64
 	keys        map[string][]byte // signing keys
@@ -155,9 +157,15 @@ func build(cfg *Config, m *metrics) (*snapshot, error) {
 		maxObject:   int64(cfg.Cache.MaxObjectSize),
 		sendfile:    int64(cfg.Cache.SendfileMinSize),
 		sendfileMax: int64(cfg.Cache.SendfileMaxSize),
+		sendfileDir: cfg.Cache.SendfileDir,
 		maxURL:      cfg.Limits.MaxURLLength,
 		maxBody:     int64(cfg.Limits.MaxBodySize),
 		keys:        map[string][]byte{},
+	}
+	if s.sendfile > 0 {
+		if err := cache.CheckBlobDir(s.sendfileDir); err != nil {
+			return nil, config.Errorf("cache.sendfile_dir", "%v", err)
+		}
 	}
 	for _, p := range cfg.TrustedProxies {
 		pp, _ := parsePrefix(p)

@@ -151,9 +151,13 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 		}
 		port, admin, https := benchkit.FreePort(), benchkit.FreePort(), benchkit.FreePort()
 		cfg := filepath.Join(work, "edged.yaml")
+		sendfileDir := filepath.Join(work, "edged-sendfile")
+		if err := os.MkdirAll(sendfileDir, 0o755); err != nil {
+			return err
+		}
 		if err := benchkit.Render(filepath.Join(peersDir, "edge-edged.yaml"), cfg, map[string]string{
 			"Listen": "127.0.0.1:" + port, "Admin": "127.0.0.1:" + admin, "Origin": origin,
-			"HTTPS": "127.0.0.1:" + https, "CertFile": certFile, "KeyFile": keyFile}); err != nil {
+			"HTTPS": "127.0.0.1:" + https, "CertFile": certFile, "KeyFile": keyFile, "SendfileDir": sendfileDir}); err != nil {
 			return err
 		}
 		p, err := procs.Start("edged", []string{edgedBin, "run", "-config", cfg}, work, nil)

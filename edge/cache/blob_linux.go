@@ -3,6 +3,7 @@
 package cache
 
 import (
+	"fmt"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -19,10 +20,11 @@ type Blob struct {
 	refs atomic.Int64
 }
 
-// NewBlob copies body into a memfd; nil when that fails (the body is then
-// sent from memory as usual).
-func NewBlob(body []byte) *Blob {
-	fd, err := unix.MemfdCreate("edged-object", unix.MFD_CLOEXEC)
+// NewBlob copies body into a memfd, or, when dir is set, into an unnamed
+// temporary file in dir (O_TMPFILE); nil when that fails (the body is
+// then sent from memory as usual).
+func NewBlob(dir string, body []byte) *Blob {
+	fd, err := openBlob(dir)
 	if err != nil {
 		return nil
 	}
@@ -37,6 +39,22 @@ func NewBlob(body []byte) *Blob {
 	b := &Blob{fd: fd, size: int64(len(body))}
 	b.refs.Store(1)
 	return b
+}
+
+func openBlob(dir string) (int, error) {
+	if dir == "" {
+		return unix.MemfdCreate("edged-object", unix.MFD_CLOEXEC)
+	}
+	return unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+}
+
+// CheckBlobDir reports whether blobs can be made in dir ("" always can).
+func CheckBlobDir(dir string) error {
+	fd, err := openBlob(dir)
+	if err != nil {
+		return fmt.Errorf("unnamed temporary file (O_TMPFILE) in %s: %w", dir, err)
+	}
+	return unix.Close(fd)
 }
 
 // Acquire takes a reference; false once the blob is released for good.

@@ -2,11 +2,21 @@
 
 package cache
 
+import "errors"
+
 // Blob is a sendfile-able copy of a body; only on Linux.
 type Blob struct{}
 
 // NewBlob returns nil off Linux.
-func NewBlob([]byte) *Blob { return nil }
+func NewBlob(string, []byte) *Blob { return nil }
+
+// CheckBlobDir accepts only "" off Linux.
+func CheckBlobDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	return errors.New("sendfile copies in a directory need Linux")
+}
 
 // Acquire always fails off Linux.
 func (b *Blob) Acquire() bool { return false }
