@@ -168,7 +168,9 @@ distributions:
 	addr := te.svc.Addrs()[0].String()
 
 	// get sends GETs for path on one HTTP/1.1 TLS connection and returns
-	// each raw response head and body.
+	// each raw response head and body. Between requests it waits for the
+	// store to apply its pending sets (they are asynchronous: a second
+	// request sent at once could still miss; the test failed so once).
 	get := func(n int, path string, fields ...string) (heads, bodies []string) {
 		t.Helper()
 		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "a.example.test", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
@@ -200,6 +202,7 @@ distributions:
 				t.Fatal(err)
 			}
 			heads, bodies = append(heads, head.String()), append(bodies, string(body))
+			te.wait()
 		}
 		return heads, bodies
 	}
