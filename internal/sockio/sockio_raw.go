@@ -78,18 +78,29 @@ func (r *rawIO) send(fd uintptr) bool {
 		rest := r.wbuf[r.wn:]
 		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd,
 			uintptr(unsafe.Pointer(unsafe.SliceData(rest))), uintptr(len(rest)), syscall.MSG_NOSIGNAL, 0, 0)
-		switch e {
-		case 0:
-			r.wn += int(n)
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			r.werr = e
-			return true
+		if stop, ret := r.sent(n, e); stop {
+			return ret
 		}
 	}
 	return true
+}
+
+// sent records one send's outcome for a write callback: the bytes sent,
+// or the error. stop says the callback must return now, with ret (false:
+// the socket is full, wait until writable).
+func (r *rawIO) sent(n uintptr, e syscall.Errno) (stop, ret bool) {
+	switch e {
+	case 0:
+		r.wn += int(n)
+		return false, false
+	case syscall.EINTR:
+		return false, false
+	case syscall.EAGAIN:
+		return true, false
+	default:
+		r.werr = e
+		return true, true
+	}
 }
 
 func (r *rawIO) read(p []byte) (int, error) {
@@ -157,15 +168,8 @@ func (r *rawIO) sendv(fd uintptr) bool {
 		r.msg.Iov = &r.iov[0]
 		r.msg.SetIovlen(n)
 		m, _, e := syscall.RawSyscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&r.msg)), syscall.MSG_NOSIGNAL)
-		switch e {
-		case 0:
-			r.wn += int(m)
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			r.werr = e
-			return true
+		if stop, ret := r.sent(m, e); stop {
+			return ret
 		}
 	}
 	return true
