@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"net/http"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -273,5 +274,48 @@ func TestExactBansOverflow(t *testing.T) {
 	if !s.Banned(before) || s.Banned(after) || s.Banned(otherDist) {
 		t.Errorf("after the overflow: earlier entry banned %v (want true), later %v (want false), other distribution %v (want false)",
 			s.Banned(before), s.Banned(after), s.Banned(otherDist))
+	}
+}
+
+// TestStoredHeader: hop-by-hop and Connection-listed fields go, the rest
+// is copied; appending to one copied field changes neither another field
+// nor the original header.
+func TestStoredHeader(t *testing.T) {
+	h := http.Header{
+		"Content-Type":      {"text/plain"},
+		"Cache-Control":     {"max-age=60", "public"},
+		"Set-Cookie":        {"a=1", "b=2"},
+		"Connection":        {"keep-alive, X-Secret"},
+		"X-Secret":          {"s"},
+		"Keep-Alive":        {"timeout=5"},
+		"Transfer-Encoding": {"chunked"},
+		"Age":               {"3"},
+		"Etag":              {`"v1"`},
+	}
+	want := http.Header{
+		"Content-Type":  {"text/plain"},
+		"Cache-Control": {"max-age=60", "public"},
+		"Set-Cookie":    {"a=1", "b=2"},
+		"Etag":          {`"v1"`},
+	}
+	got := StoredHeader(h)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("StoredHeader = %v, want %v", got, want)
+	}
+	for k := range got {
+		got[k] = append(got[k], "added")
+	}
+	for k, vs := range want {
+		if n := len(got[k]); n != len(vs)+1 {
+			t.Errorf("%s: %d values after one append, want %d", k, n, len(vs)+1)
+		}
+		for i, v := range vs {
+			if got[k][i] != v {
+				t.Errorf("%s[%d] = %q after appends to the other fields, want %q", k, i, got[k][i], v)
+			}
+		}
+		if !reflect.DeepEqual(h[k], vs) {
+			t.Errorf("original %s changed: %v", k, h[k])
+		}
 	}
 }

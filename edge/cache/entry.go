@@ -256,7 +256,9 @@ var hopByHop = []string{
 }
 
 // StoredHeader returns a fresh copy of h fit for storing: hop-by-hop and
-// Connection-listed fields removed, every value slice clipped.
+// Connection-listed fields removed, every value slice clipped (so an
+// append to one copies it rather than writing into another's values).
+// The values share one backing array: one allocation, not one per field.
 func StoredHeader(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	var conn []string
@@ -267,11 +269,18 @@ func StoredHeader(h http.Header) http.Header {
 			}
 		}
 	}
+	n := 0
+	for _, vs := range h {
+		n += len(vs)
+	}
+	values := make([]string, 0, n)
 	for k, vs := range h {
 		if slices.Contains(hopByHop, k) || slices.Contains(conn, k) {
 			continue
 		}
-		out[k] = slices.Clip(slices.Clone(vs))
+		start := len(values)
+		values = append(values, vs...)
+		out[k] = values[start:len(values):len(values)]
 	}
 	return out
 }
