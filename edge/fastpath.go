@@ -63,6 +63,7 @@ func newFastServer(h *Handler, ln net.Listener, idle, readHeader, write time.Dur
 	if readHeader <= 0 {
 		readHeader = idle
 	}
+	ln = sockio.Listener{Listener: ln} // raw socket reads and writes
 	return &fastServer{h: h, ln: ln, handoff: newChanListener(ln.Addr()), idle: idle, readHeader: readHeader, write: write, conns: map[net.Conn]struct{}{}}
 }
 
@@ -84,7 +85,6 @@ func (f *fastServer) serve() error {
 			return err
 		}
 		delay = 0
-		c = sockio.Wrap(c)
 		f.mu.Lock()
 		if f.closing.Load() {
 			f.mu.Unlock()

@@ -98,11 +98,7 @@ func TestCorrectedInitialAge(t *testing.T) {
 }
 
 func TestStoreBansAndCost(t *testing.T) {
-	s, err := New(Options{MaxBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newTestStore(t, 1<<20)
 	mk := func(path string, tags ...string) *Entry {
 		return &Entry{Status: 200, Body: make([]byte, 100), Seq: s.Seq(), ResponseTime: time.Now(), Fresh: time.Hour, Dist: "d", Path: path, Tags: tags}
 	}
@@ -171,11 +167,7 @@ func FuzzParseTags(f *testing.F) {
 // distribution only, however many were made; bans from before the
 // longest lifetime stored are dropped.
 func TestExactBans(t *testing.T) {
-	s, err := New(Options{MaxBytes: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newTestStore(t, 8<<20)
 	s.maxLife.Store(int64(time.Hour)) // as if an hour-long entry were stored: bans matter that long
 	mk := func(dist, path string) *Entry {
 		return &Entry{Status: 200, Body: make([]byte, 10), Seq: s.Seq(), ResponseTime: time.Now(), Fresh: time.Hour, Dist: dist, Path: path}
@@ -229,11 +221,7 @@ func TestExactBans(t *testing.T) {
 // made after it was stored (the ban list scanned them all: ~79 µs per
 // lookup, against ~150 ns with exact bans in their map).
 func BenchmarkGetWithExactBans(b *testing.B) {
-	s, err := New(Options{MaxBytes: 8 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := newTestStore(b, 8<<20)
 	s.Set("/hit", &Entry{Status: 200, Body: make([]byte, 10), Seq: s.Seq(), ResponseTime: time.Now(), Fresh: time.Hour, Dist: "d", Path: "/hit"})
 	s.Wait()
 	for i := range 10000 {
@@ -250,11 +238,7 @@ func BenchmarkGetWithExactBans(b *testing.B) {
 // TestExactBansOverflow: past maxExactBans live exact bans, each
 // distribution's are replaced by a ban of all its earlier entries.
 func TestExactBansOverflow(t *testing.T) {
-	s, err := New(Options{MaxBytes: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newTestStore(t, 8<<20)
 	s.maxLife.Store(int64(time.Hour))
 	before := &Entry{Seq: s.Seq(), Dist: "d", Path: "/kept-until-overflow"}
 	otherDist := &Entry{Seq: s.Seq(), Dist: "e", Path: "/x"}
@@ -318,4 +302,15 @@ func TestStoredHeader(t *testing.T) {
 			t.Errorf("original %s changed: %v", k, h[k])
 		}
 	}
+}
+
+// newTestStore returns a store of maxBytes, closed when the test ends.
+func newTestStore(tb testing.TB, maxBytes int64) *Store {
+	tb.Helper()
+	s, err := New(Options{MaxBytes: maxBytes})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s
 }

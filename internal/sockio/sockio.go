@@ -44,6 +44,18 @@ func Wrap(c net.Conn) net.Conn {
 	return w
 }
 
+// Listener hands out its connections wrapped by Wrap.
+type Listener struct{ net.Listener }
+
+// Accept waits for the next connection and wraps it.
+func (l Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
+}
+
 // Read reads up to len(p) bytes; io.EOF at the end of the stream.
 func (c *Conn) Read(p []byte) (int, error) {
 	return c.io.read(p)

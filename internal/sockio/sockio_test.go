@@ -297,3 +297,30 @@ func TestWritevDeadline(t *testing.T) {
 		t.Fatalf("writev past the deadline: %d bytes, %v; want some, then a timeout", total, err)
 	}
 }
+
+func TestListenerWraps(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Listener{Listener: inner}
+	defer ln.Close()
+	go func() {
+		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+			defer c.Close()
+			c.Write([]byte("x"))
+		}
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*Conn); ok != supported {
+		t.Fatalf("accepted %T (supported=%v)", c, supported)
+	}
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(c, b); err != nil || b[0] != 'x' {
+		t.Fatalf("read %q, %v", b, err)
+	}
+}

@@ -265,7 +265,7 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 // limitAndCount applies MaxConnections and the connection and byte
 // counters to a listener (both engines).
 func (o ServerOptions) limitAndCount(ln net.Listener) net.Listener {
-	ln = sockioListener{ln}
+	ln = sockio.Listener{Listener: ln}
 	if o.MaxConnections > 0 {
 		ln = netutil.LimitListener(ln, o.MaxConnections)
 	}
@@ -273,18 +273,6 @@ func (o ServerOptions) limitAndCount(ln net.Listener) net.Listener {
 		ln = &countingListener{Listener: ln, active: o.Active, in: o.BytesIn, out: o.BytesOut}
 	}
 	return ln
-}
-
-// sockioListener hands out connections whose reads and writes are raw
-// system calls (internal/sockio).
-type sockioListener struct{ net.Listener }
-
-func (l sockioListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return sockio.Wrap(c), nil
 }
 
 // countingListener keeps a gauge of open connections and, when in and
