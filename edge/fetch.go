@@ -214,13 +214,18 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		// An origin error may be shared with the waiters.
 	default:
 		res.private = true
-		// Renew the marker only past half its life: a Set per request
-		// would cost more than the rest of this path.
-		if m, ok := h.store.Get(st.key); !ok || !m.HitForMiss || isTooLarge(m) || m.Age(respTime) > m.Keep/2 {
-			h.markHitForMiss(st)
-		}
+		h.renewHitForMiss(st, respTime)
 	}
 	return res
+}
+
+// renewHitForMiss marks the key of an answer that cannot be stored, or
+// renews its marker. Only past half the marker's life: a Set per request
+// would cost more than the rest of a pass-through request.
+func (h *Handler) renewHitForMiss(st *reqState, respTime time.Time) {
+	if m, ok := h.store.Get(st.key); !ok || !m.HitForMiss || isTooLarge(m) || m.Age(respTime) > m.Keep/2 {
+		h.markHitForMiss(st)
+	}
 }
 
 // errorTTL caps the heuristic lifetime of error responses.

@@ -42,6 +42,7 @@ type metrics struct {
 	invalid   prometheus.Counter
 	streamed  prometheus.Counter
 	relayed   prometheus.Counter
+	rawRelay  prometheus.Counter
 }
 
 const ns = "edgestack_edged_"
@@ -65,8 +66,10 @@ func newMetrics(reg prometheus.Registerer, store *cache.Store) *metrics {
 			Help: "Responses for objects larger than cache.max_object_size streamed through uncached (the fill that found one too large, and the pass-throughs after)."}),
 		relayed: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "relayed_requests_total",
 			Help: "Requests for uncacheable objects (hit-for-miss) served by the HTTP/1.1 front end's relay rather than the full handler; counted among the misses too."}),
+		rawRelay: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "relayed_raw_requests_total",
+			Help: "Relayed requests whose answer (again one that cannot be stored) was copied to the viewer from the origin's bytes rather than through the handler's response path; counted among the relayed too."}),
 	}
-	reg.MustRegister(m.requests, m.bytes, m.originDur, m.originErr, m.coalesced, m.invalid, m.streamed, m.relayed,
+	reg.MustRegister(m.requests, m.bytes, m.originDur, m.originErr, m.coalesced, m.invalid, m.streamed, m.relayed, m.rawRelay,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ns + "cache_bytes", Help: "Bytes held by cached objects."},
 			func() float64 { return float64(store.Stats().Bytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ns + "cache_max_bytes", Help: "The cache's memory budget."},

@@ -33,6 +33,7 @@ import (
 // relayConn is what a connection keeps for relayed requests (in its
 // inlineConn).
 type relayConn struct {
+	raw  rawHead
 	req  http.Request
 	url  url.URL
 	hdr  []byte // the edge's fields for the origin request
@@ -120,11 +121,22 @@ func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *in
 	h.m.relayed.Inc()
 	seq := h.store.Seq()
 	reqTime := time.Now()
+	var take origin.Taker
+	if b.rawRelay {
+		rc.raw.limit = min(s.maxObject, rawRelayMax)
+		if rc.raw.takeHead == nil {
+			rc.raw.takeHead = rc.raw.take
+		}
+		take = rc.raw.takeHead
+	}
 	// Lean (checked by relayOrigin): always sent.
-	resp, _, err := o.SendGet(&rc.out, rc.url.Path, "", rc.host, hdr, reqTime.Add(b.readTO))
-	if err != nil {
+	resp, raw, _, err := o.SendGet(&rc.out, rc.url.Path, "", rc.host, hdr, reqTime.Add(b.readTO), take)
+	switch {
+	case err != nil:
 		ins.errs.Inc()
-	} else {
+	case raw.Taken():
+		ins.dur.WithLabelValues(ins.dist, ins.Name(), "2xx").Observe(time.Since(reqTime).Seconds())
+	default:
 		ins.dur.WithLabelValues(ins.dist, ins.Name(), strconv.Itoa(resp.StatusCode/100)+"xx").Observe(time.Since(reqTime).Seconds())
 		if _, vary := resp.Header["Vary"]; vary {
 			// A response that varies may be stored under the viewer's
@@ -132,21 +144,26 @@ func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *in
 			rc.req.Header = headerOf(head)
 		}
 	}
-	res := h.finishFill(&st, key, nil, resp, err, reqTime, seq, func() {})
-	res.leader = true
+	if raw.Taken() {
+		closeAfter = f.relayRaw(c, &st, rc, ic, marker, raw.Body, reqTime, time.Now(), closeConn)
+		_, _ = br.Discard(len(head))
+	} else {
+		res := h.finishFill(&st, key, nil, resp, err, reqTime, seq, func() {})
+		res.leader = true
 
-	w := &ic.w
-	w.reset(c, &rc.req)
-	w.closing = &f.closing
-	if f.write > 0 {
-		_ = c.SetWriteDeadline(time.Now().Add(f.write))
+		w := &ic.w
+		w.reset(c, &rc.req)
+		w.closing = &f.closing
+		if f.write > 0 {
+			_ = c.SetWriteDeadline(time.Now().Add(f.write))
+		}
+		ok := f.recovering(st.r.RequestURI, func() { h.serveFill(w, &st, marker, key, res) })
+		_, _ = br.Discard(len(head))
+		if !ok {
+			return true
+		}
+		closeAfter = w.finish() != nil || w.closeAfter
 	}
-	ok := f.recovering(st.r.RequestURI, func() { h.serveFill(w, &st, marker, key, res) })
-	_, _ = br.Discard(len(head))
-	if !ok {
-		return true
-	}
-	closeAfter = w.finish() != nil || w.closeAfter
 	if s.log != nil {
 		// The handler's entry, with the two fields it takes from the
 		// viewer's header (which the relayed request does not carry).

@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -24,8 +27,15 @@ type seenRequest struct {
 // hit-for-miss marker in the cache) is relayed by the fast server, and
 // both the origin and the viewer see what the full handler gives them (a
 // request goes to the full handler through net/http when it carries a
-// framing field, Content-Length: 0).
+// framing field, Content-Length: 0). With compression on, relayed answers
+// go through the handler's response path; with it off, those that are
+// plainly uncacheable take the raw relay.
 func TestPassRelayMatchesFullPath(t *testing.T) {
+	t.Run("compress", func(t *testing.T) { passRelayMatchesFullPath(t, true) })
+	t.Run("raw", func(t *testing.T) { passRelayMatchesFullPath(t, false) })
+}
+
+func passRelayMatchesFullPath(t *testing.T, compress bool) {
 	var mu sync.Mutex
 	seen := map[string][]seenRequest{}
 	cacheable := false
@@ -102,8 +112,9 @@ func TestPassRelayMatchesFullPath(t *testing.T) {
 	// Compression on: not for these viewers, who send no Accept-Encoding,
 	// but compressible answers get a Vary: Accept-Encoding both ways.
 	te := startEdge(t, "access_log: {path: "+logPath+", format: json}\n"+
-		oneOrigin(o, "      response_headers: {X-Added: yes}\n      compress: true\n"), nil)
+		oneOrigin(o, "      response_headers: {X-Added: yes}\n      compress: "+strconv.FormatBool(compress)+"\n"), nil)
 	relayed := func() float64 { return float64(counterValue(te.svc.h.m.relayed)) }
+	rawRelayed := func() float64 { return float64(counterValue(te.svc.h.m.rawRelay)) }
 	relay, full := dialRaw(t, te), dialRaw(t, te)
 	fields := []string{"User-Agent: relay-test", "Accept: */*", "X-Ignored: 1"}
 	for _, c := range []struct {
@@ -132,15 +143,18 @@ func TestPassRelayMatchesFullPath(t *testing.T) {
 		te.wait()
 		full.do(c.method, c.path+"-2", fields...)
 		te.wait()
-		before := relayed()
+		before, beforeRaw := relayed(), rawRelayed()
 		got := relay.do(c.method, c.path, fields...)
 		want := full.do(c.method, c.path+"-2", append(fields, "Content-Length: 0")...)
-		wantRelayed := 1.0
+		wantRelayed, wantRaw := 1.0, 0.0
 		if c.path == "/large" {
 			wantRelayed = 0
 		}
-		if n := relayed() - before; n != wantRelayed {
-			t.Errorf("%s: %v requests relayed, want %v", c.name, n, wantRelayed)
+		if !compress && slices.Contains([]string{"/json", "/sniffed", "/fields", "/raw", "/head"}, c.path) {
+			wantRaw = 1
+		}
+		if n, raw := relayed()-before, rawRelayed()-beforeRaw; n != wantRelayed || raw != wantRaw {
+			t.Errorf("%s: %v requests relayed (%v raw), want %v (%v)", c.name, n, raw, wantRelayed, wantRaw)
 		}
 		want.body = strings.ReplaceAll(want.body, c.path+"-2", c.path)
 		if got.code != c.code || got.body != c.body {
@@ -245,5 +259,42 @@ func TestPassRelayOriginDown(t *testing.T) {
 	}
 	if got.code != 502 || got.code != want.code || got.body != want.body || got.header.Get("X-Cache") != want.header.Get("X-Cache") {
 		t.Errorf("relayed %d %q %q, full handler %d %q %q", got.code, got.body, got.header.Get("X-Cache"), want.code, want.body, want.header.Get("X-Cache"))
+	}
+}
+
+// TestRawRelayCutBody: an answer the raw relay took whose body the origin
+// cuts short gets the handler's 502, and the next request is served.
+func TestRawRelayCutBody(t *testing.T) {
+	var cut atomic.Bool
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if !cut.Load() {
+			w.Header().Set("Cache-Control", "no-store")
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, "whole")
+			return
+		}
+		c, brw, _ := w.(http.Hijacker).Hijack()
+		brw.WriteString("HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nabc")
+		brw.Flush()
+		c.Close()
+	})
+	te := startEdge(t, oneOrigin(o, ""), nil)
+	c := dialRaw(t, te)
+	if r := c.do("GET", "/a"); r.body != "whole" {
+		t.Fatalf("first: %d %q", r.code, r.body)
+	}
+	te.wait()
+	if r := c.do("GET", "/a"); r.body != "whole" || counterValue(te.svc.h.m.rawRelay) != 1 {
+		t.Fatalf("relayed: %d %q, %v raw", r.code, r.body, counterValue(te.svc.h.m.rawRelay))
+	}
+	cut.Store(true)
+	got := c.do("GET", "/a")
+	want := c.do("GET", "/a", "Content-Length: 0")
+	if got.code != 502 || got.code != want.code || got.body != want.body || got.header.Get("X-Cache") != want.header.Get("X-Cache") {
+		t.Errorf("cut body: relayed %d %q %q, full handler %d %q %q", got.code, got.body, got.header.Get("X-Cache"), want.code, want.body, want.header.Get("X-Cache"))
+	}
+	cut.Store(false)
+	if r := c.do("GET", "/a"); r.code != 200 || r.body != "whole" {
+		t.Errorf("after the cut: %d %q", r.code, r.body)
 	}
 }

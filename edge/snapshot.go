@@ -78,6 +78,7 @@ type behavior struct {
 	signed     bool
 	readTO     time.Duration
 	name       string // for logs: dist/pattern
+	rawRelay   bool   // relayed answers may take the raw relay (relay_raw.go)
 }
 
 type headerField struct {
@@ -360,10 +361,30 @@ func compileBehavior(d *dist, bc *Behavior) *behavior {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	b.rawRelay = !b.compress
 	for _, k := range keys {
-		b.headers = append(b.headers, headerField{http.CanonicalHeaderKey(k), []string{bc.ResponseHeaders[k]}})
+		ck := http.CanonicalHeaderKey(k)
+		switch ck {
+		case "Content-Length", "Transfer-Encoding", "Connection":
+			b.rawRelay = false // fields the response writer interprets
+		}
+		if b.addsHeader([]byte(ck)) {
+			b.rawRelay = false // two spellings of one field: the last wins
+		}
+		b.headers = append(b.headers, headerField{ck, []string{bc.ResponseHeaders[k]}})
 	}
 	return b
+}
+
+// addsHeader reports whether the behavior sets the (canonical) field name
+// on its responses.
+func (b *behavior) addsHeader(name []byte) bool {
+	for _, h := range b.headers {
+		if h.key == string(name) {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *behavior) allows(method string) bool {

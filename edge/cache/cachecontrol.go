@@ -138,6 +138,11 @@ func ParseAge(h http.Header) (time.Duration, bool) {
 	if v == "" {
 		return 0, false
 	}
+	return ParseAgeValue(v)
+}
+
+// ParseAgeValue parses one Age value (delta-seconds, capped).
+func ParseAgeValue(v string) (time.Duration, bool) {
 	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
 	if err != nil {
 		return 0, false

@@ -1,6 +1,8 @@
 package origin
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -60,7 +62,8 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	replayable := !hasBody && (req.Method == http.MethodGet || req.Method == http.MethodHead || req.Method == http.MethodOptions)
 	deadline, hasDeadline := ctx.Deadline()
-	return t.do(ctx, req, replayable, deadline, hasDeadline, req.Write)
+	resp, _, err := t.do(ctx, req, replayable, deadline, hasDeadline, req.Write, nil)
+	return resp, err
 }
 
 // rawGet stands for the body-less GETs sendRaw sends, where ReadResponse
@@ -69,18 +72,19 @@ var rawGet = &http.Request{Method: http.MethodGet}
 
 // sendRaw is RoundTrip for a body-less GET whose head the caller built:
 // no http.Request and no context (the deadline bounds it all), the same
-// pooling, stale-connection retry and response handling.
-func (t *h1Transport) sendRaw(head []byte, deadline time.Time) (*http.Response, error) {
+// pooling, stale-connection retry and response handling; take, if not
+// nil, may take the answer raw (SendGet).
+func (t *h1Transport) sendRaw(head []byte, deadline time.Time, take Taker) (*http.Response, Raw, error) {
 	return t.do(context.Background(), rawGet, true, deadline, true, func(w io.Writer) error {
 		_, err := w.Write(head)
 		return err
-	})
+	}, take)
 }
 
 // do sends a request written by write (req stands for it when reading the
 // answer) over a pooled connection, once more on a fresh one when a reused
 // connection turns out closed and the request is replayable.
-func (t *h1Transport) do(ctx context.Context, req *http.Request, replayable bool, deadline time.Time, hasDeadline bool, write func(io.Writer) error) (*http.Response, error) {
+func (t *h1Transport) do(ctx context.Context, req *http.Request, replayable bool, deadline time.Time, hasDeadline bool, write func(io.Writer) error, take Taker) (*http.Response, Raw, error) {
 	dial := func(addr string) (net.Conn, error) {
 		c, err := t.dialer.DialContext(ctx, "tcp", addr)
 		if err != nil {
@@ -90,30 +94,31 @@ func (t *h1Transport) do(ctx context.Context, req *http.Request, replayable bool
 	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, Raw{}, err
 		}
 		c, reused, err := t.pool.Acquire(dial, attempt, replayable)
 		if err != nil {
-			return nil, err
+			return nil, Raw{}, err
 		}
-		resp, err := t.exchange(ctx, c, req, deadline, hasDeadline, write)
+		resp, raw, err := t.exchange(ctx, c, req, deadline, hasDeadline, write, take)
 		if err == nil {
-			return resp, nil
+			return resp, raw, nil
 		}
 		c.Close()
 		if cerr := ctx.Err(); cerr != nil {
-			return nil, cerr
+			return nil, Raw{}, cerr
 		}
 		var ht headTimeoutError
 		if reused && attempt == 0 && replayable && !errors.As(err, &ht) {
 			continue // a keep-alive connection the origin had closed: once more, fresh
 		}
-		return nil, err
+		return nil, Raw{}, err
 	}
 }
 
-// exchange writes the request on c and reads the response head.
-func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.Request, deadline time.Time, hasDeadline bool, write func(io.Writer) error) (*http.Response, error) {
+// exchange writes the request on c and reads the response head (or
+// hands it to take).
+func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.Request, deadline time.Time, hasDeadline bool, write func(io.Writer) error, take Taker) (*http.Response, Raw, error) {
 	headDeadline := deadline
 	if t.respTimeout > 0 {
 		if d := time.Now().Add(t.respTimeout); !hasDeadline || d.Before(deadline) {
@@ -146,24 +151,136 @@ func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.
 		resp, rerr := readFinalResponse(c, req)
 		if rerr != nil {
 			stop()
-			return nil, err
+			return nil, Raw{}, err
 		}
 		// Not reusable: the request was not all sent.
-		return withBody(c, resp, false, stop, deadline, false), nil
+		return withBody(c, resp, false, stop, deadline, false), Raw{}, nil
+	}
+	if take != nil {
+		if head, ok := peekHead(c.R); ok {
+			if n, ok := take(head); ok {
+				_, _ = c.R.Discard(len(head))
+				return nil, rawAnswer(c, head, n, stop, deadline, headDeadline.Equal(deadline)), nil
+			}
+		}
+		// Not taken, or no complete head in the buffer (an error, a head
+		// too large): read it as always, from the same unread bytes.
 	}
 	resp, err := readFinalResponse(c, req)
 	if err != nil {
 		stop()
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil && !headDeadline.Equal(deadline) {
-			return nil, headTimeoutError{t.respTimeout}
+			return nil, Raw{}, headTimeoutError{t.respTimeout}
 		}
-		return nil, err
+		return nil, Raw{}, err
 	}
 	// A 101 (the edge asks for no upgrade) leaves the connection in
 	// another protocol: never pooled.
 	reuse := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
-	return withBody(c, resp, reuse, stop, deadline, headDeadline.Equal(deadline)), nil
+	return withBody(c, resp, reuse, stop, deadline, headDeadline.Equal(deadline)), Raw{}, nil
+}
+
+// Taker decides from a response head (the status line to the blank line,
+// as received) whether the caller takes the answer raw: it then returns
+// the length of the body that follows. It must take only final answers
+// on a connection that stays open (HTTP/1.1 without Connection: close)
+// whose body is exactly that long (a Content-Length, no
+// Transfer-Encoding). It must not keep head.
+type Taker func(head []byte) (length int64, take bool)
+
+// Raw is an answer taken raw: its head and its body.
+type Raw struct {
+	// Head is the head as received: valid until Body is first read.
+	Head []byte
+	// Body reads the length Taker returned; reading it to the end returns
+	// the connection to the pool, closing it early closes the connection.
+	Body io.ReadCloser
+}
+
+// Taken reports whether r holds an answer.
+func (r Raw) Taken() bool { return r.Body != nil }
+
+// rawAnswer ties c to a raw answer whose body is n bytes long.
+func rawAnswer(c *connpool.Conn, head []byte, n int64, stop func() bool, deadline time.Time, readDeadlineSet bool) Raw {
+	if !readDeadlineSet {
+		_ = c.SetReadDeadline(deadline)
+	}
+	b := &h1Body{rc: &fixedBody{r: c.R, n: n}, c: c, stop: stop, reuse: true}
+	if n == 0 {
+		b.finish(true)
+		return Raw{Head: head, Body: http.NoBody}
+	}
+	return Raw{Head: head, Body: b}
+}
+
+// fixedBody reads n bytes, and reports io.EOF with the last of them (as
+// net/http's bodies do), so that reading exactly n releases the
+// connection.
+type fixedBody struct {
+	r *bufio.Reader
+	n int64
+}
+
+func (b *fixedBody) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.r.Read(p)
+	b.n -= int64(n)
+	if b.n == 0 {
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *fixedBody) Close() error { return nil }
+
+// peekHead returns the response head at the start of r's unread bytes,
+// reading more while it is incomplete, without consuming anything. It
+// ends at the first empty line, however the lines end (a taker may
+// refuse bare LFs); false: no complete head (an error, or a head larger
+// than r's buffer).
+func peekHead(r *bufio.Reader) ([]byte, bool) {
+	want := 1
+	for {
+		b, err := r.Peek(want)
+		if err != nil && len(b) < want {
+			return nil, false
+		}
+		b, _ = r.Peek(r.Buffered())
+		if end := headEnd(b); end > 0 {
+			return b[:end], true
+		}
+		if len(b) == r.Size() {
+			return nil, false
+		}
+		want = len(b) + 1
+	}
+}
+
+// headEnd returns the length of the head in b up to and including its
+// empty line, or 0 when b holds no empty line yet.
+func headEnd(b []byte) int {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return 0
+		}
+		i += j + 1
+		switch {
+		case i < len(b) && b[i] == '\n':
+			return i + 1
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			return i + 2
+		}
+	}
 }
 
 func noStop() bool { return true }

@@ -180,11 +180,12 @@ func (h *HTTP) Lean() bool { return h.rawGet }
 // then hdr (complete lines, in the order req.Write would sort them) and
 // the blank line: byte for byte what RoundTrip sends for the same request
 // built as an http.Request (TestSendGetMatchesRoundTrip). ok is false,
-// and nothing is sent, unless Lean.
-func (h *HTTP) SendGet(buf *[]byte, path, query, viewerHost string, hdr []byte, deadline time.Time) (resp *http.Response, ok bool, err error) {
+// and nothing is sent, unless Lean. With take, the answer may come back
+// raw (Raw.Taken) instead of as resp.
+func (h *HTTP) SendGet(buf *[]byte, path, query, viewerHost string, hdr []byte, deadline time.Time, take Taker) (resp *http.Response, raw Raw, ok bool, err error) {
 	t, ok := h.tr.(*h1Transport)
 	if !ok || !h.rawGet {
-		return nil, false, nil
+		return nil, Raw{}, false, nil
 	}
 	b := append((*buf)[:0], "GET "...)
 	b = append(b, h.base.Path...)
@@ -206,11 +207,11 @@ func (h *HTTP) SendGet(buf *[]byte, path, query, viewerHost string, hdr []byte, 
 	b = append(b, hdr...)
 	b = append(b, "\r\n"...)
 	*buf = b
-	resp, err = t.sendRaw(b, deadline)
+	resp, raw, err = t.sendRaw(b, deadline, take)
 	if err != nil {
-		return nil, true, fmt.Errorf("origin %q: %w", h.name, err)
+		return nil, Raw{}, true, fmt.Errorf("origin %q: %w", h.name, err)
 	}
-	return resp, true, nil
+	return resp, raw, true, nil
 }
 
 // Close drops pooled connections.

@@ -91,7 +91,7 @@ func TestSendGetMatchesRoundTrip(t *testing.T) {
 
 				var buf []byte
 				hdr := []byte("Via: 1.1 edged\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Host: www.example.test:8080\r\nX-Forwarded-Proto: http\r\n")
-				resp, ok, err := o.SendGet(&buf, target, "", "www.example.test:8080", hdr, time.Now().Add(5*time.Second))
+				resp, _, ok, err := o.SendGet(&buf, target, "", "www.example.test:8080", hdr, time.Now().Add(5*time.Second), nil)
 				if !ok || err != nil {
 					t.Fatalf("SendGet: %v %v", ok, err)
 				}
@@ -116,7 +116,7 @@ func TestSendGetMatchesRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		var buf []byte
-		if _, ok, _ := h.SendGet(&buf, "/", "", "x", nil, time.Now().Add(time.Second)); ok || h.Lean() {
+		if _, _, ok, _ := h.SendGet(&buf, "/", "", "x", nil, time.Now().Add(time.Second), nil); ok || h.Lean() {
 			t.Errorf("%s: SendGet sent", o.Name)
 		}
 	}
