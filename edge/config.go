@@ -94,9 +94,10 @@ type CacheConfig struct {
 	// SendfileMaxSize: bodies larger than this are written from memory
 	// instead. 0 means no upper bound. Default: measured once at start:
 	// 0 where sendfile sends a 1 MiB body over loopback for less CPU than
-	// a write from memory, else 768KiB. On one VM (Linux 6.18) sendfile
-	// cost 25-35% more CPU than a write from 1 MiB on; on another with the
-	// same kernel it cost 20-30% less, up to 2 MiB.
+	// a write from memory by at least 10% (the majority of three
+	// measurements), else 768KiB. On one VM (Linux 6.18) sendfile cost
+	// 25-35% more CPU than a write from 1 MiB on; on another with the same
+	// kernel it cost 20-30% less, up to 2 MiB; on a third, 10-25% more.
 	SendfileMaxSize Size `yaml:"sendfile_max_size"`
 	// SendfileDir is where those copies live. Empty (default): anonymous
 	// memory files (memfd). A directory on a disk filesystem (ext4, xfs):
