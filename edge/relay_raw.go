@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgestack/edgestack/edge/cache"
+	"github.com/edgestack/edgestack/internal/httpguard"
 	"github.com/edgestack/edgestack/internal/sockio"
 )
 
@@ -86,13 +87,11 @@ func (r *rawHead) take(head []byte) (int64, bool) {
 		if colon <= 0 || !validValue(line[colon+1:]) {
 			return 0, false // obs-fold (a leading space is no token), no name, control bytes
 		}
-		start := len(r.names)
-		for _, c := range line[:colon] {
-			if !tokenByte[c] {
-				return 0, false
-			}
+		if !httpguard.IsToken(line[:colon]) {
+			return 0, false
 		}
-		r.names = appendCanonical(r.names, line[:colon])
+		start := len(r.names)
+		r.names = httpguard.AppendCanonicalKey(r.names, line[:colon])
 		name := r.names[start:]
 		value := bytes.Trim(line[colon+1:], " \t")
 		f := rawField{name: name, value: value}
@@ -177,44 +176,11 @@ func validValue(v []byte) bool {
 	return true
 }
 
-// tokenByte holds the bytes of an RFC 9110 token.
-var tokenByte = func() (t [256]bool) {
-	for _, c := range "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" {
-		t[c] = true
-	}
-	return
-}()
-
-// appendCanonical appends the canonical form of the token name, as
-// net/textproto writes it ("content-type" → "Content-Type").
-func appendCanonical(dst, name []byte) []byte {
-	upper := true
-	for _, c := range name {
-		switch {
-		case upper && 'a' <= c && c <= 'z':
-			c -= 'a' - 'A'
-		case !upper && 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
-		upper = c == '-'
-	}
-	return dst
-}
-
 // canonicalEqual reports whether the canonical name equals token (a
 // Connection-listed name) once canonicalised as the stored header's
 // filter does (a token with other bytes matches no field).
 func canonicalEqual(name, token []byte) bool {
-	if len(name) != len(token) {
-		return false
-	}
-	for _, c := range token {
-		if !tokenByte[c] {
-			return false
-		}
-	}
-	return bytes.EqualFold(name, token) // ASCII only: token checked above
+	return len(name) == len(token) && httpguard.IsToken(token) && bytes.EqualFold(name, token) // ASCII only: a token
 }
 
 // isDropped reports whether a field of the origin's answer is left out of

@@ -525,6 +525,28 @@ var tchar = func() (t [256]bool) {
 	return
 }()
 
+// IsToken reports whether b is a non-empty RFC 9110 token, which a field
+// name must be.
+func IsToken(b []byte) bool { return isToken(b) }
+
+// AppendCanonicalKey appends the canonical form of the field name b, as
+// net/textproto writes it ("content-type" → "Content-Type"). b should be
+// a token (textproto leaves other names as they are).
+func AppendCanonicalKey(dst, b []byte) []byte {
+	upper := true
+	for _, c := range b {
+		switch {
+		case upper && 'a' <= c && c <= 'z':
+			c -= 'a' - 'A'
+		case !upper && 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+		upper = c == '-'
+	}
+	return dst
+}
+
 func isToken(b []byte) bool {
 	if len(b) == 0 {
 		return false

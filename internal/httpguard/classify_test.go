@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"net/textproto"
 	"testing"
 
 	"github.com/edgestack/edgestack/internal/httpguard/guardtest"
@@ -70,5 +71,22 @@ func TestClassifyFraming(t *testing.T) {
 				t.Errorf("normalized %q, want %q", r.Normalized, c.norm)
 			}
 		})
+	}
+}
+
+// TestAppendCanonicalKey: the canonical form of a token is net/textproto's.
+func TestAppendCanonicalKey(t *testing.T) {
+	for _, name := range []string{"content-type", "CONTENT-TYPE", "x-a-b", "X--y", "te", "a", "www-authenticate", "X-Forwarded-For", "x_under", "1-abc", "-lead"} {
+		if !IsToken([]byte(name)) {
+			t.Fatalf("%q is a token", name)
+		}
+		if got, want := string(AppendCanonicalKey([]byte("p:"), []byte(name))), "p:"+textproto.CanonicalMIMEHeaderKey(name); got != want {
+			t.Errorf("%q: %q, want %q", name, got, want)
+		}
+	}
+	for _, name := range []string{"", "a b", "a:b", "é"} {
+		if IsToken([]byte(name)) {
+			t.Errorf("%q is no token", name)
+		}
 	}
 }

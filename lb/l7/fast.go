@@ -1283,19 +1283,7 @@ func eqFold(b []byte, s string) bool {
 }
 
 func canonicalKey(b []byte) string {
-	out := make([]byte, len(b))
-	upper := true
-	for i, c := range b {
-		switch {
-		case upper && 'a' <= c && c <= 'z':
-			c -= 'a' - 'A'
-		case !upper && 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		out[i] = c
-		upper = c == '-'
-	}
-	return string(out)
+	return string(httpguard.AppendCanonicalKey(make([]byte, 0, len(b)), b))
 }
 
 func cookieValue(headers [][]byte, name string) string {
