@@ -123,7 +123,7 @@ func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *in
 	reqTime := time.Now()
 	var take origin.Taker
 	if b.rawRelay {
-		rc.raw.limit = min(s.maxObject, rawRelayMax)
+		rc.raw.limit, rc.raw.compress = min(s.maxObject, rawRelayMax), b.compress
 		if rc.raw.takeHead == nil {
 			rc.raw.takeHead = rc.raw.take
 		}

@@ -46,6 +46,8 @@ type rawField struct {
 // connection's relayConn, reused).
 type rawHead struct {
 	limit    int64 // bodies longer than this are not taken
+	compress bool  // the behavior compresses: compressible answers vary
+	vary     bool  // add Vary: Accept-Encoding (as newEntry does)
 	length   int64
 	fields   []rawField
 	names    []byte // canonical names, back to back
@@ -72,6 +74,7 @@ func (r *rawHead) take(head []byte) (int64, bool) {
 	r.fields, r.names, r.listed = r.fields[:0], r.names[:0], r.listed[:0]
 	r.hasDate, r.hasAge, r.length = false, false, -1
 	ncc, hasCT := 0, false
+	var firstCT []byte
 	for {
 		line, rest, ok = cutLine(rest)
 		if !ok {
@@ -124,7 +127,9 @@ func (r *rawHead) take(head []byte) (int64, bool) {
 			r.cc[ncc] = bstring(value)
 			ncc++
 		case "Content-Type":
-			hasCT = true
+			if !hasCT {
+				firstCT, hasCT = value, true
+			}
 		case "Date":
 			if !r.hasDate {
 				r.date, r.hasDate = value, true
@@ -141,10 +146,14 @@ func (r *rawHead) take(head []byte) (int64, bool) {
 		return 0, false // unknown length, too long to hold, or a type to sniff
 	}
 	cc := cache.ParseCacheControl(r.cc[:ncc])
+	firstCC := r.cc[0]
 	clear(r.cc[:ncc]) // no strings into the head once it is read past
 	if !cc.NoStore && !cc.Private {
 		return 0, false // it may be stored: the handler's path decides
 	}
+	// Compression: relayed viewers accept no encoding, so nothing is
+	// compressed, but a compressible answer gets Vary: Accept-Encoding.
+	r.vary = r.compress && compressibleFields(http.StatusOK, "", firstCC, bstring(firstCT))
 	for i := range r.fields {
 		for _, l := range r.listed {
 			if canonicalEqual(r.fields[i].name, l) {
@@ -217,6 +226,9 @@ func (r *rawHead) appendResponse(dst []byte, b *behavior, age time.Duration, clo
 		}
 	}
 	fields = append(fields, outField{"Age", ageValue(age)[0]}, outField{"X-Cache", xcache[stMiss][0]})
+	if r.vary {
+		fields = append(fields, outField{"Vary", "Accept-Encoding"})
+	}
 	slices.SortStableFunc(fields, func(a, b outField) int { return strings.Compare(a.name, b.name) })
 	dst = append(dst, "HTTP/1.1 200 OK\r\n"...)
 	hasDate := false

@@ -15,15 +15,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// rawRelayBehavior is a behavior as the raw relay meets them: an added
-// response header, no compression.
-func rawRelayBehavior() *behavior {
+// rawRelayBehavior is a behavior as the raw relay meets them: added
+// response headers, with or without compression.
+func rawRelayBehavior(compress bool) *behavior {
 	d := &dist{name: "d"}
 	for i := range d.counters {
 		d.counters[i] = prometheus.NewCounter(prometheus.CounterOpts{Name: "c"})
 	}
 	d.bytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "b"})
-	b := compileBehavior(d, &Behavior{ResponseHeaders: map[string]string{"X-Added": "yes", "x-frame-options": "DENY"}})
+	b := compileBehavior(d, &Behavior{Compress: compress, ResponseHeaders: map[string]string{"X-Added": "yes", "x-frame-options": "DENY"}})
 	d.def = b
 	return b
 }
@@ -62,7 +62,7 @@ var dateLine = regexp.MustCompile(`(?m)^Date: [^\r]*\r\n`)
 // (a Date the edge adds is the clock's, so Date lines are compared only
 // for their presence).
 func compareRawRelay(t testing.TB, b *behavior, method, head string) (taken bool) {
-	r := &rawHead{limit: rawRelayMax}
+	r := &rawHead{limit: rawRelayMax, compress: b.compress}
 	n, taken := r.take([]byte(head))
 	if !taken {
 		return false
@@ -101,6 +101,9 @@ var rawRelayHeads = []struct {
 	{"HTTP/1.1 200\r\nCACHE-CONTROL: NO-STORE\r\nContent-Type: a/b\r\nX-Empty:\r\nX-Frame-Options: SAMEORIGIN\r\nX-Added: from origin\r\nContent-Length: 0\r\n\r\n", true},
 	{"HTTP/1.1 200 Fine\r\nCache-Control: no-store\r\nDate: Fri, 27 Nov 2026 05:50:00 GMT\r\nAge: 30\r\nAge: 40\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n", true},
 	{"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nCache-Control: max-age=5\r\nProxy-Authenticate: Basic\r\nTe: trailers\r\nContent-Type: text/plain\r\nx-tab:\tv\t\r\nContent-Length: 1\r\n\r\n", true},
+	{"HTTP/1.1 200 OK\r\nCache-Control: private, no-transform\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 4\r\n\r\n", true},
+	{"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Type: application/problem+json\r\nContent-Type: image/png\r\nContent-Length: 4\r\n\r\n", true},
+	{"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Type: image/png\r\nContent-Length: 4\r\n\r\n", true},
 	// Not taken: what the handler's path has to interpret.
 	{"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n", false},
 	{"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 5\r\n\r\n", false},
@@ -124,11 +127,12 @@ var rawRelayHeads = []struct {
 // and the answer is one the handler would not store; the others are left
 // to the handler's path.
 func TestRawRelayMatchesHandlerPath(t *testing.T) {
-	b := rawRelayBehavior()
-	for _, c := range rawRelayHeads {
-		for _, method := range []string{http.MethodGet, http.MethodHead} {
-			if taken := compareRawRelay(t, b, method, c.head); taken != c.taken {
-				t.Errorf("taken %v, want %v:\n%q", taken, c.taken, c.head)
+	for _, b := range []*behavior{rawRelayBehavior(false), rawRelayBehavior(true)} {
+		for _, c := range rawRelayHeads {
+			for _, method := range []string{http.MethodGet, http.MethodHead} {
+				if taken := compareRawRelay(t, b, method, c.head); taken != c.taken {
+					t.Errorf("compress %v: taken %v, want %v:\n%q", b.compress, taken, c.taken, c.head)
+				}
 			}
 		}
 	}
@@ -141,7 +145,7 @@ func FuzzRawRelayHead(f *testing.F) {
 	for _, c := range rawRelayHeads {
 		f.Add(c.head)
 	}
-	b := rawRelayBehavior()
+	plain, compress := rawRelayBehavior(false), rawRelayBehavior(true)
 	f.Fuzz(func(t *testing.T, head string) {
 		if i := strings.Index(head, "\r\n\r\n"); len(head) > 8192 || i < 0 || i+4 != len(head) {
 			return // the relay is given exactly a head
@@ -152,6 +156,7 @@ func FuzzRawRelayHead(f *testing.F) {
 				return
 			}
 		}
-		compareRawRelay(t, b, http.MethodGet, head)
+		compareRawRelay(t, plain, http.MethodGet, head)
+		compareRawRelay(t, compress, http.MethodGet, head)
 	})
 }

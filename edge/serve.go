@@ -388,10 +388,16 @@ func negotiate(values []string) string {
 
 // compressible tells whether a response is worth compressing.
 func compressible(status int, h http.Header) bool {
-	if status != http.StatusOK || h.Get("Content-Encoding") != "" || strings.Contains(h.Get("Cache-Control"), "no-transform") {
+	return compressibleFields(status, h.Get("Content-Encoding"), h.Get("Cache-Control"), h.Get("Content-Type"))
+}
+
+// compressibleFields is compressible for the first values of the fields
+// it reads.
+func compressibleFields(status int, contentEncoding, cacheControl, contentType string) bool {
+	if status != http.StatusOK || contentEncoding != "" || strings.Contains(cacheControl, "no-transform") {
 		return false
 	}
-	ct, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	ct, _, _ := mime.ParseMediaType(contentType)
 	switch {
 	case strings.HasPrefix(ct, "text/"):
 		return true

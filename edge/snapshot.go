@@ -361,7 +361,7 @@ func compileBehavior(d *dist, bc *Behavior) *behavior {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	b.rawRelay = !b.compress
+	b.rawRelay = true
 	for _, k := range keys {
 		ck := http.CanonicalHeaderKey(k)
 		switch ck {
