@@ -125,12 +125,17 @@ func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.
 			headDeadline = d
 		}
 	}
-	if hasDeadline && headDeadline.Equal(deadline) {
+	switch {
+	case hasDeadline && headDeadline.Equal(deadline):
 		// One deadline for all of it: keep the connection's while it is
 		// close enough (up to deadlineSlack late) rather than moving it
 		// three times per request.
 		_ = c.SetDeadlineWithin(deadline, deadlineSlack)
-	} else {
+	case hasDeadline && req == rawGet:
+		// A body-less GET's few bytes go out under the head's deadline
+		// too: then one deadline, usually kept from the last request.
+		_ = c.SetDeadlineWithin(headDeadline, deadlineSlack)
+	default:
 		_ = c.SetWriteDeadline(deadline)
 		_ = c.SetReadDeadline(headDeadline)
 	}
@@ -160,7 +165,10 @@ func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.
 		if head, ok := peekHead(c.R); ok {
 			if n, ok := take(head); ok {
 				_, _ = c.R.Discard(len(head))
-				return nil, rawAnswer(c, head, n, stop, deadline, headDeadline.Equal(deadline)), nil
+				// The body's deadline is the request's, unless the body
+				// is already here (no read left to bound).
+				bodyHere := int64(c.R.Buffered()) >= n
+				return nil, rawAnswer(c, head, n, stop, deadline, bodyHere || headDeadline.Equal(deadline)), nil
 			}
 		}
 		// Not taken, or no complete head in the buffer (an error, a head
@@ -349,7 +357,9 @@ func (b *h1Body) finish(complete bool) {
 		// stop reports false when the request was cancelled: its deadline
 		// is already in the past.
 		if b.stop() && complete && b.reuse && b.c.R.Buffered() == 0 {
-			_ = b.c.SetDeadline(time.Time{})
+			// Pooled with its deadline as it is: the next request sets
+			// its own (or keeps this one, SetDeadlineWithin), and Alive
+			// does not look at it.
 			b.c.Release()
 			return
 		}

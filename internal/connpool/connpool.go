@@ -107,10 +107,11 @@ func (c *Conn) Alive() bool {
 	}
 	alive := false
 	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
+	// Control, not Read: a deadline left from the connection's last
+	// request (which may have passed) must not make it look closed.
+	err = rc.Control(func(fd uintptr) {
 		_, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		alive = errors.Is(rerr, unix.EAGAIN)
-		return true
 	})
 	return err == nil && alive
 }

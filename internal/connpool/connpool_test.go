@@ -148,3 +148,37 @@ func TestDeadlinesFromTwoGoroutines(t *testing.T) {
 	}
 	<-done
 }
+
+// TestAliveIgnoresDeadline: a pooled connection keeps whatever deadline
+// its last request left, which may have passed; Alive still tells an open
+// connection from one the peer closed.
+func TestAliveIgnoresDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	p := &Pool{Addr: ln.Addr().String()}
+	c, _, err := p.Acquire(func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) }, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer := <-accepted
+	_ = c.SetDeadline(time.Now().Add(-time.Second))
+	if !c.Alive() {
+		t.Error("open connection with a past deadline: not alive")
+	}
+	peer.Close()
+	time.Sleep(20 * time.Millisecond)
+	if c.Alive() {
+		t.Error("connection the peer closed: alive")
+	}
+}
