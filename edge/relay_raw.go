@@ -31,6 +31,10 @@ import (
 // rawRelayMax caps the bodies the raw relay holds to send in one write.
 const rawRelayMax = 64 << 10
 
+// rawRelayKeep is the largest response buffer a connection keeps for
+// its next relayed request.
+const rawRelayKeep = 16 << 10
+
 // maxRawFields caps the fields of a head the raw relay takes (net/http
 // refuses heads with very many).
 const maxRawFields = 100
@@ -309,10 +313,10 @@ func (f *fastServer) relayRaw(c net.Conn, st *reqState, rc *relayConn, ic *inlin
 		_ = c.SetWriteDeadline(time.Now().Add(f.write))
 	}
 	_, err = sockio.WriteBuffers(c, net.Buffers{out})
-	if cap(out) <= 2*rawRelayMax {
+	if cap(out) <= rawRelayKeep {
 		rc.raw.out = out[:0]
 	} else {
-		rc.raw.out = nil
+		rc.raw.out = nil // an idle connection keeps no large buffer
 	}
 	return err != nil || closing
 }
