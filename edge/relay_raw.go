@@ -25,8 +25,8 @@ import (
 // way, same Age, X-Cache, Date and framing) from the head's bytes. Any
 // head it is not sure about (another status, a field it would have to
 // interpret, a malformed line, an answer that may be stored...) is left
-// to the handler's path, read from the same bytes: TestRawRelayMatches
-// and FuzzRawRelayHead compare the two.
+// to the handler's path, read from the same bytes:
+// TestRawRelayMatchesHandlerPath and FuzzRawRelayHead compare the two.
 
 // rawRelayMax caps the bodies the raw relay holds to send in one write.
 const rawRelayMax = 64 << 10
@@ -59,11 +59,11 @@ type rawHead struct {
 	age      []byte // the first Age value
 	hasDate  bool
 	hasAge   bool
-	cc       [4]string
-	out      []byte     // the response to the viewer
-	sorted   []outField // scratch for its fields
-	listed   [][]byte
-	takeHead func(head []byte) (int64, bool)
+	cc       [4]string                       // the Cache-Control values (a head with more is not taken)
+	out      []byte                          // the response to the viewer
+	sorted   []outField                      // scratch for its fields
+	listed   [][]byte                        // the names listed in Connection
+	takeHead func(head []byte) (int64, bool) // take, bound once: no closure per request
 }
 
 // take is the relay's origin.Taker: it parses head and takes it when the
@@ -258,7 +258,7 @@ func (r *rawHead) appendResponse(dst []byte, b *behavior, age time.Duration, clo
 	return append(dst, "\r\n\r\n"...)
 }
 
-// age is the Age the handler's path gives the answer: its corrected
+// ageAt is the Age the handler's path gives the answer: its corrected
 // initial age (RFC 9111 4.2.3) as of now.
 func (r *rawHead) ageAt(reqTime, respTime, now time.Time) time.Duration {
 	var apparent time.Duration
