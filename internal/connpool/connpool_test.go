@@ -6,27 +6,35 @@ import (
 	"time"
 )
 
-// TestPool covers reuse (most recent first), the idle cap and timeout,
-// and the liveness check for requests that cannot be sent twice.
-func TestPool(t *testing.T) {
+// listen starts a loopback listener for the test and hands over the
+// connections it accepts.
+func listen(t *testing.T) (addr string, accepted <-chan net.Conn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 16)
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan net.Conn, 16)
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			accepted <- c
+			ch <- c
 		}
 	}()
+	return ln.Addr().String(), ch
+}
+
+// TestPool covers reuse (most recent first), the idle cap and timeout,
+// and the liveness check for requests that cannot be sent twice.
+func TestPool(t *testing.T) {
+	addr, accepted := listen(t)
 	dials := 0
 	dial := func(addr string) (net.Conn, error) { dials++; return net.Dial("tcp", addr) }
-	p := &Pool{Addr: ln.Addr().String(), MaxIdle: 2, IdleTimeout: time.Hour}
+	p := &Pool{Addr: addr, MaxIdle: 2, IdleTimeout: time.Hour}
 
 	a, reused, err := p.Acquire(dial, 0, true)
 	if err != nil || reused {
@@ -153,19 +161,8 @@ func TestDeadlinesFromTwoGoroutines(t *testing.T) {
 // its last request left, which may have passed; Alive still tells an open
 // connection from one the peer closed.
 func TestAliveIgnoresDeadline(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-	}()
-	p := &Pool{Addr: ln.Addr().String()}
+	addr, accepted := listen(t)
+	p := &Pool{Addr: addr}
 	c, _, err := p.Acquire(func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) }, 0, true)
 	if err != nil {
 		t.Fatal(err)
