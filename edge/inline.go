@@ -331,18 +331,28 @@ func (w *inlineWriter) WriteHeader(code int) {
 	slices.Sort(w.keys)
 	for _, k := range w.keys {
 		for _, v := range w.hdr[k] {
-			h = append(h, k...)
-			h = append(h, ": "...)
-			h = appendFieldValue(h, v)
-			h = append(h, "\r\n"...)
+			h = appendField(h, k, v)
 		}
 	}
 	if _, ok := w.hdr["Date"]; !ok {
-		h = append(h, "Date: "...)
-		h = time.Now().UTC().AppendFormat(h, http.TimeFormat)
-		h = append(h, "\r\n"...)
+		h = appendDate(h, time.Now())
 	}
 	w.head = h
+}
+
+// appendField appends a field line.
+func appendField(h []byte, name, value string) []byte {
+	h = append(h, name...)
+	h = append(h, ": "...)
+	h = appendFieldValue(h, value)
+	return append(h, "\r\n"...)
+}
+
+// appendDate appends the Date line net/http adds when a response has none.
+func appendDate(h []byte, now time.Time) []byte {
+	h = append(h, "Date: "...)
+	h = now.UTC().AppendFormat(h, http.TimeFormat)
+	return append(h, "\r\n"...)
 }
 
 // appendFieldValue appends v with any CR or LF turned into a space, as

@@ -54,11 +54,9 @@ type rawHead struct {
 	vary     bool  // add Vary: Accept-Encoding (as newEntry does)
 	length   int64
 	fields   []rawField
-	names    []byte // canonical names, back to back
-	date     []byte // the first Date value
-	age      []byte // the first Age value
-	hasDate  bool
-	hasAge   bool
+	names    []byte                          // canonical names, back to back
+	date     []byte                          // the first Date value (nil: none)
+	age      []byte                          // the first Age value (nil: none)
 	cc       [4]string                       // the Cache-Control values (a head with more is not taken)
 	out      []byte                          // the response to the viewer
 	sorted   []outField                      // scratch for its fields
@@ -76,7 +74,7 @@ func (r *rawHead) take(head []byte) (int64, bool) {
 		return 0, false
 	}
 	r.fields, r.names, r.listed = r.fields[:0], r.names[:0], r.listed[:0]
-	r.hasDate, r.hasAge, r.length = false, false, -1
+	r.date, r.age, r.length = nil, nil, -1
 	ncc, hasCT := 0, false
 	var firstCT []byte
 	for {
@@ -135,12 +133,12 @@ func (r *rawHead) take(head []byte) (int64, bool) {
 				firstCT, hasCT = value, true
 			}
 		case "Date":
-			if !r.hasDate {
-				r.date, r.hasDate = value, true
+			if r.date == nil {
+				r.date = value[:len(value):len(value)]
 			}
 		case "Age":
-			if !r.hasAge {
-				r.age, r.hasAge = value, true
+			if r.age == nil {
+				r.age = value[:len(value):len(value)]
 			}
 		}
 		f.drop = f.drop || isDropped(name)
@@ -238,17 +236,12 @@ func (r *rawHead) appendResponse(dst []byte, b *behavior, age time.Duration, clo
 	hasDate := false
 	for _, f := range fields {
 		hasDate = hasDate || f.name == "Date"
-		dst = append(dst, f.name...)
-		dst = append(dst, ": "...)
-		dst = appendFieldValue(dst, f.value)
-		dst = append(dst, "\r\n"...)
+		dst = appendField(dst, f.name, f.value)
 	}
 	clear(fields) // no strings into a head that is about to change
 	r.sorted = fields[:0]
 	if !hasDate {
-		dst = append(dst, "Date: "...)
-		dst = now.UTC().AppendFormat(dst, http.TimeFormat)
-		dst = append(dst, "\r\n"...)
+		dst = appendDate(dst, now)
 	}
 	dst = append(dst, "Content-Length: "...)
 	dst = strconv.AppendInt(dst, r.length, 10)
@@ -258,21 +251,10 @@ func (r *rawHead) appendResponse(dst []byte, b *behavior, age time.Duration, clo
 	return append(dst, "\r\n\r\n"...)
 }
 
-// ageAt is the Age the handler's path gives the answer: its corrected
-// initial age (RFC 9111 4.2.3) as of now.
-func (r *rawHead) ageAt(reqTime, respTime, now time.Time) time.Duration {
-	var apparent time.Duration
-	if r.hasDate {
-		if date, ok := cache.ParseHTTPDate(bstring(r.date)); ok {
-			apparent = max(respTime.Sub(date), 0)
-		}
-	}
-	var ageValue time.Duration
-	if r.hasAge {
-		ageValue, _ = cache.ParseAgeValue(bstring(r.age))
-	}
-	initial := max(apparent, ageValue+respTime.Sub(reqTime))
-	return max(initial+now.Sub(respTime), 0)
+// initialAge is the Age the handler's path gives the answer when it is
+// sent at once: its corrected initial age (RFC 9111 4.2.3).
+func (r *rawHead) initialAge(reqTime, respTime time.Time) time.Duration {
+	return cache.CorrectedInitialAgeOf(bstring(r.date), bstring(r.age), reqTime, respTime)
 }
 
 // relayRaw sends the viewer a taken answer (the head was taken by
@@ -283,14 +265,14 @@ func (f *fastServer) relayRaw(c net.Conn, st *reqState, rc *relayConn, ic *inlin
 	reqTime, respTime time.Time, closeConn bool) (closeAfter bool) {
 	h, b, r := f.h, st.b, &rc.raw
 	closing := closeConn || f.closing.Load()
-	out := r.appendResponse(rc.raw.out[:0], b, r.ageAt(reqTime, respTime, respTime), closing, respTime)
+	out := r.appendResponse(r.out[:0], b, r.initialAge(reqTime, respTime), closing, respTime)
 	headLen := len(out)
 	out = slices.Grow(out, int(r.length))[:headLen+int(r.length)]
 	_, err := io.ReadFull(body, out[headLen:])
 	st.upAddr, st.upStatus, st.upDur = b.origin.Name(), http.StatusOK, respTime.Sub(reqTime)
 	if err != nil {
 		_ = body.Close()
-		rc.raw.out = out[:0]
+		r.out = out[:0]
 		w := &ic.w
 		w.reset(c, st.r)
 		w.closing = &f.closing
@@ -314,9 +296,9 @@ func (f *fastServer) relayRaw(c net.Conn, st *reqState, rc *relayConn, ic *inlin
 	}
 	_, err = sockio.WriteBuffers(c, net.Buffers{out})
 	if cap(out) <= rawRelayKeep {
-		rc.raw.out = out[:0]
+		r.out = out[:0]
 	} else {
-		rc.raw.out = nil // an idle connection keeps no large buffer
+		r.out = nil // an idle connection keeps no large buffer
 	}
 	return err != nil || closing
 }

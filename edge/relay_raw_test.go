@@ -70,7 +70,7 @@ func compareRawRelay(t testing.TB, b *behavior, method, head string) (taken bool
 	body := strings.Repeat("b", int(n))
 	reqTime := time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
 	respTime := reqTime.Add(1500 * time.Millisecond)
-	got := r.appendResponse(nil, b, r.ageAt(reqTime, respTime, respTime), false, respTime)
+	got := r.appendResponse(nil, b, r.initialAge(reqTime, respTime), false, respTime)
 	if method != http.MethodHead {
 		got = append(got, body...)
 	}

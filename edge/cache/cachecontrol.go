@@ -131,18 +131,9 @@ func seconds(arg string, hasArg bool, bad time.Duration) time.Duration {
 	return time.Duration(n) * time.Second
 }
 
-// ParseAge parses an Age field value (delta-seconds); ok is false when
-// absent or malformed (RFC 9111 5.1: then ignored).
-func ParseAge(h http.Header) (time.Duration, bool) {
-	v := h.Get("Age")
-	if v == "" {
-		return 0, false
-	}
-	return ParseAgeValue(v)
-}
-
-// ParseAgeValue parses one Age value (delta-seconds, capped).
-func ParseAgeValue(v string) (time.Duration, bool) {
+// parseAgeValue parses an Age value (delta-seconds, capped); ok is false
+// when absent or malformed (RFC 9111 5.1: then ignored).
+func parseAgeValue(v string) (time.Duration, bool) {
 	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
 	if err != nil {
 		return 0, false

@@ -239,11 +239,17 @@ func Decide(status int, h http.Header, hasAuth bool, p Policy, now time.Time) De
 
 // CorrectedInitialAge computes RFC 9111 4.2.3's corrected_initial_age.
 func CorrectedInitialAge(h http.Header, requestTime, responseTime time.Time) time.Duration {
+	return CorrectedInitialAgeOf(h.Get("Date"), h.Get("Age"), requestTime, responseTime)
+}
+
+// CorrectedInitialAgeOf is CorrectedInitialAge for a response's first
+// Date and Age values ("" for none).
+func CorrectedInitialAgeOf(date, age string, requestTime, responseTime time.Time) time.Duration {
 	var apparent time.Duration
-	if date, ok := ParseHTTPDate(h.Get("Date")); ok {
-		apparent = max(responseTime.Sub(date), 0)
+	if d, ok := ParseHTTPDate(date); ok {
+		apparent = max(responseTime.Sub(d), 0)
 	}
-	ageValue, _ := ParseAge(h)
+	ageValue, _ := parseAgeValue(age)
 	corrected := ageValue + responseTime.Sub(requestTime)
 	return max(apparent, corrected)
 }
