@@ -146,7 +146,15 @@ func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.
 		stop = context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
 	}
 	err := write(c.W)
-	if err == nil {
+	switch {
+	case err != nil:
+	case req.Body == nil || req.Body == http.NoBody:
+		// The answer's head is read next: a body-less request goes out
+		// with that read.
+		err = sockio.FlushBeforeRead(c.Conn, c.W)
+	default:
+		// A write error is looked into below (an early answer), so the
+		// request's end goes out now.
 		err = c.W.Flush()
 	}
 	if err != nil {

@@ -188,6 +188,12 @@ func (p *Pool) get() (*Conn, bool) {
 }
 
 func (p *Pool) put(c *Conn) {
+	if c.R.Buffered() > 0 {
+		// Bytes after the answer: the peer broke the protocol, and the
+		// next request's answer would start with them.
+		c.Close()
+		return
+	}
 	maxIdle, _ := p.limits()
 	c.used = time.Now()
 	p.mu.Lock()

@@ -179,3 +179,35 @@ func TestAliveIgnoresDeadline(t *testing.T) {
 		t.Error("connection the peer closed: alive")
 	}
 }
+
+// TestReleaseWithBytesLeft: a connection released with bytes after the
+// answer in its buffer is closed, not pooled: the next request's answer
+// would start with them.
+func TestReleaseWithBytesLeft(t *testing.T) {
+	addr, accepted := listen(t)
+	dial := func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) }
+	p := &Pool{Addr: addr}
+	c, _, err := p.Acquire(dial, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	defer s.Close()
+	if _, err := s.Write([]byte("answer and more")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, len("answer"))
+	if _, err := c.R.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	if c.R.Buffered() == 0 {
+		t.Fatal("the test needs bytes left in the buffer")
+	}
+	c.Release()
+	if p.Idle() != 0 {
+		t.Fatalf("%d idle connections after releasing one with bytes left, want 0", p.Idle())
+	}
+	if _, err := c.Write([]byte("x")); err == nil {
+		t.Fatal("the connection released with bytes left is still open")
+	}
+}

@@ -18,6 +18,7 @@
 package sockio
 
 import (
+	"bufio"
 	"net"
 )
 
@@ -69,9 +70,33 @@ const rawWriteMax = 64 << 10
 // Write writes all of p unless an error (or a deadline) stops it.
 func (c *Conn) Write(p []byte) (int, error) {
 	if len(p) > rawWriteMax {
+		if err := c.io.sendPending(); err != nil {
+			return 0, err
+		}
 		return c.TCPConn.Write(p)
 	}
 	return c.io.write(p)
+}
+
+// FlushBeforeRead flushes w, a writer to c, for a request whose answer
+// c's next Read reads. On a Conn that Read sends the flushed bytes itself,
+// from inside its wait for the answer: an answer cannot arrive before the
+// request has left, so the Read waits for readiness at once instead of
+// first trying a recvfrom that finds nothing — one system call fewer per
+// exchange. (Between two RawConn reads the runtime forgets readiness it
+// saw, so only a read that sends the request can skip the try.) Until
+// that Read nothing may be written to w; writes to c send the request
+// first. For one goroutine's request/response exchange; elsewhere it is
+// w.Flush().
+func FlushBeforeRead(c net.Conn, w *bufio.Writer) error {
+	sc, ok := c.(*Conn)
+	if !ok || !supported {
+		return w.Flush()
+	}
+	sc.io.deferNext = true
+	err := w.Flush()
+	sc.io.deferNext = false
+	return err
 }
 
 // maxIovecs is how many buffers one raw sendmsg carries.
@@ -86,6 +111,9 @@ func (c *Conn) Writev(bufs [][]byte) (int64, error) {
 		total += len(b)
 	}
 	if len(bufs) > maxIovecs || total > rawWriteMax {
+		if err := c.io.sendPending(); err != nil {
+			return 0, err
+		}
 		return copyBuffers(bufs).WriteTo(c.TCPConn)
 	}
 	return c.io.writev(bufs, total)

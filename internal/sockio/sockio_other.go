@@ -6,9 +6,10 @@ import "syscall"
 
 const supported = false
 
-type rawIO struct{}
+type rawIO struct{ deferNext bool }
 
 func (r *rawIO) init(syscall.RawConn)                {}
 func (r *rawIO) read(p []byte) (int, error)          { panic("sockio: unsupported") }
 func (r *rawIO) write(p []byte) (int, error)         { panic("sockio: unsupported") }
 func (r *rawIO) writev([][]byte, int) (int64, error) { panic("sockio: unsupported") }
+func (r *rawIO) sendPending() error                  { return nil }

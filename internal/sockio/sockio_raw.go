@@ -42,6 +42,17 @@ type rawIO struct {
 	vfunc  func(fd uintptr) bool
 	iov    [maxIovecs]unix.Iovec
 	msg    unix.Msghdr
+
+	// A write handed to the next read (FlushBeforeRead), owned by the
+	// one goroutine running the exchange: deferNext makes the next write
+	// hand its bytes over instead of sending them; pend holds them, pn
+	// counts those the read's callback sent, perr is that send's error.
+	deferNext bool
+	pend      []byte
+	pn        int
+	psent     bool
+	perr      syscall.Errno
+	pfunc     func(fd uintptr) bool
 }
 
 func (r *rawIO) init(rc syscall.RawConn) {
@@ -49,6 +60,7 @@ func (r *rawIO) init(rc syscall.RawConn) {
 	r.rfunc = r.recv
 	r.wfunc = r.send
 	r.vfunc = r.sendv
+	r.pfunc = r.sendRecv
 }
 
 // recv is the read callback: false asks RawConn to wait for readiness.
@@ -103,16 +115,69 @@ func (r *rawIO) sent(n uintptr, e syscall.Errno) (stop, ret bool) {
 	}
 }
 
+// sendRecv is the read callback of a read with a write handed to it:
+// the first call sends the write's bytes (right after RawConn.Read
+// cleared the readiness it had seen) and returns false, so the read
+// waits for the answer instead of first trying a recvfrom that would
+// find nothing; later calls are recv. A send the socket cannot take
+// whole, or that fails, ends the callback: read finishes it.
+func (r *rawIO) sendRecv(fd uintptr) bool {
+	if r.psent {
+		return r.recv(fd)
+	}
+	for r.pn < len(r.pend) {
+		rest := r.pend[r.pn:]
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd,
+			uintptr(unsafe.Pointer(unsafe.SliceData(rest))), uintptr(len(rest)), syscall.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			r.pn += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return true
+		default:
+			r.perr = e
+			return true
+		}
+	}
+	r.psent = true
+	return false
+}
+
 func (r *rawIO) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	r.rmu.Lock()
 	r.rbuf = p
-	err := r.rc.Read(r.rfunc)
+	f, handed := r.rfunc, r.pend != nil
+	if handed {
+		f, r.pn, r.psent, r.perr = r.pfunc, 0, false, 0
+	}
+	err := r.rc.Read(f)
 	r.rbuf = nil
 	rn, rerr := r.rn, r.rerr
+	unsent := handed && !r.psent
+	var rest []byte
+	perr := r.perr
+	if handed {
+		rest, r.pend = r.pend[r.pn:], nil
+	}
 	r.rmu.Unlock()
+	if unsent {
+		switch {
+		case perr != 0:
+			return 0, opError("write", os.NewSyscallError("sendto", perr))
+		case err != nil:
+			return 0, opError("write", err)
+		}
+		// The socket took only part of it: the rest as an ordinary
+		// write, then an ordinary read.
+		if _, err := r.write(rest); err != nil {
+			return 0, err
+		}
+		return r.read(p)
+	}
 	if err != nil {
 		return 0, opError("read", err)
 	}
@@ -126,6 +191,14 @@ func (r *rawIO) read(p []byte) (int, error) {
 }
 
 func (r *rawIO) write(p []byte) (int, error) {
+	if r.deferNext {
+		r.deferNext = false
+		r.pend = p
+		return len(p), nil
+	}
+	if err := r.sendPending(); err != nil {
+		return 0, err
+	}
 	r.wmu.Lock()
 	r.wbuf, r.wn, r.werr = p, 0, 0
 	err := r.rc.Write(r.wfunc)
@@ -175,7 +248,22 @@ func (r *rawIO) sendv(fd uintptr) bool {
 	return true
 }
 
+// sendPending sends a write handed to a read that never came, before
+// anything written after it.
+func (r *rawIO) sendPending() error {
+	if r.pend == nil {
+		return nil
+	}
+	p := r.pend
+	r.pend = nil
+	_, err := r.write(p)
+	return err
+}
+
 func (r *rawIO) writev(bufs [][]byte, total int) (int64, error) {
+	if err := r.sendPending(); err != nil {
+		return 0, err
+	}
 	r.wmu.Lock()
 	r.nbufs = copy(r.vbufs[:], bufs)
 	r.vtotal, r.wn, r.werr = total, 0, 0

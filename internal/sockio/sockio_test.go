@@ -117,8 +117,8 @@ func TestWriteDeadline(t *testing.T) {
 	// something first.
 	for _, size := range []int{rawWriteMax - 1, 64 << 20} {
 		c, _ := pair(t)
+		chunk := make([]byte, size) // first: 64 MiB take a while to clear under -race
 		c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
-		chunk := make([]byte, size)
 		var total int
 		var err error
 		for range (256 << 20) / size { // at most 256 MiB

@@ -845,7 +845,14 @@ func (x *exchange) writeRequest(uc *upConn) error {
 	default:
 		w.WriteString("\r\n")
 	}
-	return w.Flush()
+	if r.chunked || r.contentLength > 0 {
+		// A write error here is looked into (an early answer), so the
+		// request's end goes out now.
+		return w.Flush()
+	}
+	// relayResponse reads the answer next: a body-less request goes out
+	// with that read.
+	return sockio.FlushBeforeRead(uc.Conn, w)
 }
 
 // relayResponse reads the target's response and writes it to the client.
