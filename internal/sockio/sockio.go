@@ -19,6 +19,7 @@ package sockio
 
 import (
 	"bufio"
+	"errors"
 	"net"
 )
 
@@ -97,6 +98,28 @@ func FlushBeforeRead(c net.Conn, w *bufio.Writer) error {
 	err := w.Flush()
 	sc.io.deferNext = false
 	return err
+}
+
+// ErrWouldBlock is what a Conn's Read returns inside ReadLoop's step
+// when the socket has nothing to read.
+var ErrWouldBlock = errors.New("sockio: nothing to read yet")
+
+// ReadLoop calls step until it returns true, all within one
+// RawConn.Read, so that a server can wait for a connection's next
+// request without first trying a recvfrom that finds nothing. (The
+// runtime forgets the readiness it saw at the start of each
+// RawConn.Read, so a read between requests must try first; one that
+// lasts across requests need not.) Inside step, c's Read is a single
+// recvfrom that returns ErrWouldBlock when there is nothing to read.
+// step returns false when it needs more input: ReadLoop then waits for
+// readiness if a read since the last wait found the socket empty (it
+// returned ErrWouldBlock, or fewer bytes than asked for: anything that
+// arrives after that wakes the wait), else it calls step again at once.
+// step may write to c, set deadlines and wait on other connections; only
+// it may read c until ReadLoop returns: nil after step's true, or the
+// wait's error (a deadline, a close).
+func (c *Conn) ReadLoop(step func() bool) error {
+	return c.io.readLoop(step)
 }
 
 // maxIovecs is how many buffers one raw sendmsg carries.

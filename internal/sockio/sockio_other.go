@@ -13,3 +13,4 @@ func (r *rawIO) read(p []byte) (int, error)          { panic("sockio: unsupporte
 func (r *rawIO) write(p []byte) (int, error)         { panic("sockio: unsupported") }
 func (r *rawIO) writev([][]byte, int) (int64, error) { panic("sockio: unsupported") }
 func (r *rawIO) sendPending() error                  { return nil }
+func (r *rawIO) readLoop(func() bool) error          { panic("sockio: unsupported") }

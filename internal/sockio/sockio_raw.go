@@ -53,6 +53,13 @@ type rawIO struct {
 	psent     bool
 	perr      syscall.Errno
 	pfunc     func(fd uintptr) bool
+
+	// ReadLoop's state, under rmu: loop is set while its step runs
+	// inside the loop's RawConn.Read, whose descriptor is lfd; drained
+	// records that a read found the socket empty since the last wait.
+	loop    bool
+	lfd     uintptr
+	drained bool
 }
 
 func (r *rawIO) init(rc syscall.RawConn) {
@@ -147,6 +154,9 @@ func (r *rawIO) sendRecv(fd uintptr) bool {
 func (r *rawIO) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if r.loop {
+		return r.loopRead(p)
 	}
 	r.rmu.Lock()
 	r.rbuf = p
@@ -246,6 +256,55 @@ func (r *rawIO) sendv(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// loopRead is a Read inside ReadLoop's step: one recvfrom, no wait.
+func (r *rawIO) loopRead(p []byte) (int, error) {
+	for {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, r.lfd,
+			uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), 0, 0, 0)
+		switch e {
+		case 0:
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			r.drained = true
+			return 0, ErrWouldBlock
+		default:
+			return 0, opError("read", os.NewSyscallError("recvfrom", e))
+		}
+		if n == 0 {
+			return 0, io.EOF
+		}
+		// Fewer bytes than asked for: the socket is empty now, and
+		// whatever arrives next wakes the loop's wait.
+		r.drained = int(n) < len(p)
+		return int(n), nil
+	}
+}
+
+func (r *rawIO) readLoop(step func() bool) error {
+	r.rmu.Lock()
+	defer r.rmu.Unlock()
+	r.drained = false
+	err := r.rc.Read(func(fd uintptr) bool {
+		r.lfd, r.loop = fd, true
+		for {
+			if step() {
+				r.loop = false
+				return true
+			}
+			if r.drained {
+				r.drained, r.loop = false, false
+				return false
+			}
+		}
+	})
+	r.loop = false
+	if err != nil {
+		return opError("read", err)
+	}
+	return nil
 }
 
 // sendPending sends a write handed to a read that never came, before

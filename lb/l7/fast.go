@@ -239,9 +239,24 @@ func (s *FastServer) serveConn(fc *fconn) {
 		x.src = ap.Addr()
 		x.clientIP = x.src.Unmap().String()
 	}
+	var loop *sockio.Conn // plain connections: requests are waited for in a read loop
+	switch c := fc.c.(type) {
+	case *countedConn:
+		loop = c.raw
+	case *sockio.Conn:
+		loop = c
+	}
 	for !s.quit.Load() {
 		fc.idle.Store(true)
 		x.ensureDeadline()
+		if loop != nil {
+			end := false
+			if err := loop.ReadLoop(func() bool { return x.loopStep(&end) }); err != nil || end {
+				return
+			}
+			// A request the loop leaves to the ordinary path (its head
+			// still arriving, a body, an upgrade) is in the buffer now.
+		}
 		if _, err := x.br.Peek(1); err != nil {
 			return
 		}
@@ -261,6 +276,84 @@ func (s *FastServer) serveConn(fc *fconn) {
 }
 
 var headEnd = []byte("\r\n\r\n")
+
+// loopStep is serveConn's read-loop step (sockio.ReadLoop): it serves
+// the requests whose whole head is buffered and that have no body, and
+// returns false to wait for the next. It returns true to leave any other
+// request to the ordinary path, and sets end when the connection is done.
+// Inside the loop a read that finds nothing returns ErrWouldBlock instead
+// of waiting, which is why only requests that need no more input are
+// served here.
+func (x *exchange) loopStep(end *bool) bool {
+	s := x.s
+	for {
+		if s.quit.Load() {
+			*end = true
+			return true
+		}
+		if x.br.Buffered() == 0 {
+			if _, err := x.br.Peek(1); err != nil {
+				if errors.Is(err, sockio.ErrWouldBlock) {
+					return false
+				}
+				*end = true
+				return true
+			}
+		}
+		if b, _ := x.br.Peek(x.br.Buffered()); !wholeBodyless(b) {
+			return true
+		}
+		x.fc.idle.Store(false)
+		if s.quit.Load() || !x.serveOne() {
+			*end = true
+			return true
+		}
+		x.fc.idle.Store(true)
+		x.ensureDeadline()
+		if x.br.Buffered() == 0 {
+			// Wait for the next request, unless the read of this one
+			// may have left bytes in the socket (ReadLoop knows).
+			return false
+		}
+	}
+}
+
+// wholeBodyless reports whether b starts with a whole request head
+// (after any empty lines, which readHead skips) of a request that has no
+// body and is no upgrade or CONNECT: one served without reading more.
+func wholeBodyless(b []byte) bool {
+	for len(b) >= 2 && b[0] == '\r' && b[1] == '\n' {
+		b = b[2:]
+	}
+	end := bytes.Index(b, headEnd)
+	if end < 0 {
+		return false
+	}
+	h := b[:end+2]
+	if bytes.Count(h, crlf) != bytes.Count(h, []byte{'\n'}) || bytes.HasPrefix(h, []byte("CONNECT ")) {
+		return false // bare LFs: lines as readHead sees them; or a tunnel
+	}
+	for i := bytes.Index(h, crlf); i >= 0 && i+2 < len(h); {
+		line := h[i+2:]
+		j := bytes.Index(line, crlf)
+		if j < 0 {
+			return false
+		}
+		line = line[:j]
+		if c := bytes.IndexByte(line, ':'); c > 0 {
+			switch name := line[:c]; {
+			case eqFold(name, "content-length"):
+				if v := bytes.TrimSpace(line[c+1:]); len(v) != 1 || v[0] != '0' {
+					return false
+				}
+			case eqFold(name, "transfer-encoding"), eqFold(name, "upgrade"), eqFold(name, "expect"):
+				return false
+			}
+		}
+		i += 2 + j
+	}
+	return true
+}
 
 // ensureDeadline keeps the client connection's read and write deadline
 // at least three quarters of the idle timeout away. Setting a deadline

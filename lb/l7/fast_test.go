@@ -3,6 +3,7 @@ package l7
 import (
 	"bufio"
 	"bytes"
+	"github.com/edgestack/edgestack/internal/sockio"
 	"io"
 	"log/slog"
 	"net"
@@ -166,7 +167,7 @@ func serveBytes(s *FastServer, in []byte) []byte {
 	}
 	done := make(chan struct{})
 	go func() {
-		s.serveConn(&fconn{c: server})
+		s.serveConn(&fconn{c: sockio.Wrap(server)}) // as Serve does: requests are read in a sockio read loop
 		close(done)
 	}()
 	go func() {
@@ -229,6 +230,9 @@ func forwardServer(t testing.TB) *FastServer {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(50 * time.Millisecond)
+		}
 		b, _ := io.ReadAll(r.Body)
 		_, _ = w.Write(b)
 	}), ReadHeaderTimeout: time.Second}
@@ -262,6 +266,47 @@ func TestFastServerForward(t *testing.T) {
 	}
 }
 
+// TestFastServerRequestDuringRequest: a request that arrives while the one
+// before it is with the target (after its read found the socket empty) is
+// served, not left waiting for more bytes, whichever path the first took.
+func TestFastServerRequestDuringRequest(t *testing.T) {
+	s := forwardServer(t)
+	s.h.initOnce.Do(s.h.init)
+	for _, first := range []string{
+		"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err := ln.Accept()
+		ln.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			s.serveConn(&fconn{c: sockio.Wrap(server)})
+			close(done)
+		}()
+		_ = client.SetDeadline(time.Now().Add(5 * time.Second))
+		client.Write([]byte(first))
+		time.Sleep(20 * time.Millisecond) // the first is with the target now
+		client.Write([]byte("GET /y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+		out, err := io.ReadAll(client)
+		client.Close()
+		<-done
+		if n := strings.Count(string(out), "HTTP/1.1 200 OK"); n != 2 || err != nil {
+			t.Errorf("first %q: %d answers (%v), want 2:\n%s", strings.Fields(first)[0], n, err, out)
+		}
+	}
+}
+
 // FuzzForward: any client bytes through the forwarding path to a real
 // target; no panic, no hang, and the connection always ends.
 func FuzzForward(f *testing.F) {
@@ -272,4 +317,99 @@ func FuzzForward(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		_ = serveBytes(s, in)
 	})
+}
+
+// TestMaxConnections: with MaxConnections set, an Accept waits until an
+// open connection closes; Close of the listener ends a waiting Accept;
+// the connections keep the socket reachable for the read loop.
+func TestMaxConnections(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := ServerOptions{MaxConnections: 1}.limitAndCount(inner)
+	defer ln.Close()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	dial()
+	first, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, ok := first.(*countedConn)
+	if !ok {
+		t.Fatalf("accepted a %T, want a *countedConn", first)
+	}
+	if sc, isRaw := cc.Conn.(*sockio.Conn); isRaw && cc.raw != sc {
+		t.Fatal("the counted connection does not keep its socket for the read loop")
+	}
+	dial()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	select {
+	case <-accepted:
+		t.Fatal("a second connection was accepted while the first is open")
+	case <-time.After(50 * time.Millisecond):
+	}
+	first.Close()
+	first.Close() // frees one slot, not two
+	select {
+	case c := <-accepted:
+		if c == nil {
+			t.Fatal("Accept failed after a slot was freed")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the second connection was not accepted after the first closed")
+	}
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- c
+	}()
+	time.Sleep(20 * time.Millisecond)
+	ln.Close()
+	select {
+	case c := <-accepted:
+		if c != nil {
+			t.Fatal("Accept returned a connection after Close")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not end a waiting Accept")
+	}
+}
+
+// TestWholeBodyless: which buffered requests the read loop serves itself.
+func TestWholeBodyless(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want bool
+	}{
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next", true},
+		{"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", true},
+		{"GET / HTTP/1.1\r\nHost: a\r\n", false},                                            // still arriving
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", false},               // a body
+		{"POST / HTTP/1.1\r\nHost: a\r\ncontent-length:  12\r\n\r\n", false},                // a body
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", false},         // a body
+		{"GET / HTTP/1.1\r\nHost: a\r\nUPGRADE: websocket\r\n\r\n", false},                  // a tunnel
+		{"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", false},                // interim answer
+		{"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", false},                            // a tunnel
+		{"GET / HTTP/1.1\r\nX: 1\nContent-Length: 5\r\n\r\nhello", false},                   // bare LF: lines differ
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 5\r\n", true}, // only the first counts
+	} {
+		if got := wholeBodyless([]byte(c.in)); got != c.want {
+			t.Errorf("wholeBodyless(%q) = %v, want %v", c.in, got, c.want)
+		}
+	}
 }

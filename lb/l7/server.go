@@ -17,7 +17,6 @@ import (
 	"github.com/edgestack/edgestack/internal/wbatch"
 	"github.com/edgestack/edgestack/lb/accept"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/netutil"
 )
 
 // ServerOptions tune a listener's front end.
@@ -266,36 +265,64 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 // counters to a listener (both engines).
 func (o ServerOptions) limitAndCount(ln net.Listener) net.Listener {
 	ln = sockio.Listener{Listener: ln}
+	if o.MaxConnections <= 0 && o.Active == nil {
+		return ln
+	}
+	cl := &countingListener{Listener: ln, active: o.Active, in: o.BytesIn, out: o.BytesOut, done: make(chan struct{})}
 	if o.MaxConnections > 0 {
-		ln = netutil.LimitListener(ln, o.MaxConnections)
+		cl.slots = make(chan struct{}, o.MaxConnections)
 	}
-	if o.Active != nil {
-		ln = &countingListener{Listener: ln, active: o.Active, in: o.BytesIn, out: o.BytesOut}
-	}
-	return ln
+	return cl
 }
 
-// countingListener keeps a gauge of open connections and, when in and
-// out are set, counts the bytes their clients send and receive.
+// countingListener bounds the open connections (when slots is set: an
+// Accept waits for a free slot, as netutil.LimitListener's does) and
+// keeps a gauge of them; when in and out are set it counts the bytes
+// their clients send and receive. Its connections stay *countedConn
+// around the *sockio.Conn, so the fast engine can reach the socket.
 type countingListener struct {
 	net.Listener
-	active  interface{ Add(float64) }
-	in, out interface{ Add(float64) }
+	active    interface{ Add(float64) } // nil: not counted
+	in, out   interface{ Add(float64) } // nil: not counted
+	slots     chan struct{}             // nil: no limit
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 func (l *countingListener) Accept() (net.Conn, error) {
+	if l.slots != nil {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+	}
 	c, err := l.Listener.Accept()
 	if err != nil {
+		if l.slots != nil {
+			<-l.slots
+		}
 		return nil, err
 	}
-	l.active.Add(1)
-	return &countedConn{Conn: c, active: l.active, in: l.in, out: l.out}, nil
+	if l.active != nil {
+		l.active.Add(1)
+	}
+	cc := &countedConn{Conn: c, active: l.active, in: l.in, out: l.out, slots: l.slots}
+	cc.raw, _ = c.(*sockio.Conn)
+	return cc, nil
+}
+
+func (l *countingListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
 }
 
 type countedConn struct {
 	net.Conn
+	raw     *sockio.Conn // the socket under Conn, if it is one
 	active  interface{ Add(float64) }
 	in, out interface{ Add(float64) } // nil: not counted
+	slots   chan struct{}             // one is freed on Close
 	closed  atomic.Bool
 	// Bytes not yet added to in/out: a shared counter updated from both
 	// cores on every read and write cost ~1% of a small request's CPU.
@@ -329,7 +356,12 @@ func count(ctr interface{ Add(float64) }, pending *atomic.Int64, n int) {
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
 	if !c.closed.Swap(true) {
-		c.active.Add(-1)
+		if c.active != nil {
+			c.active.Add(-1)
+		}
+		if c.slots != nil {
+			<-c.slots
+		}
 	}
 	if c.in != nil {
 		c.in.Add(float64(c.pendingIn.Swap(0)))
