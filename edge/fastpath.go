@@ -161,18 +161,35 @@ func (f *fastServer) serveConn(raw net.Conn) {
 	var deadline time.Time
 	scratch := make([]byte, 0, 256)
 	cc := connCtx{raw: raw, tls: tlsState}
+	// idleDeadline refreshes the idle deadline between requests, coarsely
+	// (at most once a second); false: the server is closing.
+	idleDeadline := func() bool {
+		if now := time.Now(); deadline.Sub(now) < f.idle-time.Second {
+			deadline = now.Add(f.idle)
+			_ = c.SetReadDeadline(deadline)
+		}
+		return !f.closing.Load() // close() may have run since the caller's check
+	}
+	// Plain connections wait for requests in a read loop (see loopStep).
+	loop, _ := raw.(*sockio.Conn)
+	if tlsState != nil {
+		loop = nil
+	}
 	for {
 		if f.closing.Load() {
 			return
 		}
-		now := time.Now()
-		if br.Buffered() == 0 && deadline.Sub(now) < f.idle-time.Second {
-			// Coarse: refresh the idle deadline at most once a second.
-			deadline = now.Add(f.idle)
-			_ = c.SetReadDeadline(deadline)
-			if f.closing.Load() {
-				return // close() may have run between the check above and here
+		if loop != nil {
+			end := false
+			step := func() bool { return f.loopStep(wc, br, &scratch, &cc, idleDeadline, &end) }
+			if err := loop.ReadLoop(step); err != nil || end {
+				return
 			}
+			// The loop left the next request to this path (its head
+			// still arriving, a body, or one for net/http).
+		}
+		if br.Buffered() == 0 && !idleDeadline() {
+			return
 		}
 		head, err := peekHead(br, f.readHeader, c, &deadline)
 		if err != nil {
@@ -198,6 +215,71 @@ func (f *fastServer) serveConn(raw net.Conn) {
 			return
 		}
 	}
+}
+
+// loopStep is serveConn's read-loop step (sockio.ReadLoop): it answers
+// the requests whose whole head is buffered and that need no more input
+// (hits, and body-less requests for the inline path), and returns false
+// to wait for the next. It returns true to leave any other request to
+// serveConn's ordinary path, and sets end when the connection is done.
+// Inside the loop a read that finds nothing returns ErrWouldBlock instead
+// of waiting, which is why only requests that need no more input are
+// answered here.
+func (f *fastServer) loopStep(wc net.Conn, br *bufio.Reader, scratch *[]byte, cc *connCtx, idleDeadline func() bool, end *bool) bool {
+	for {
+		if br.Buffered() == 0 {
+			if !idleDeadline() {
+				*end = true
+				return true
+			}
+			if _, err := br.Peek(1); err != nil {
+				if errors.Is(err, sockio.ErrWouldBlock) {
+					return false
+				}
+				*end = true
+				return true
+			}
+		}
+		buf, _ := br.Peek(br.Buffered())
+		j := bytes.Index(buf, crlfcrlf)
+		if j < 0 {
+			return true
+		}
+		head := buf[:j+4]
+		served, closeAfter := f.serveHit(wc, head, br, scratch, cc)
+		if !served {
+			if f.full == nil || !inlineable(head) || hasBody(head) {
+				return true
+			}
+			closeAfter = f.serveInline(wc, br, cc.inline(), nil)
+		}
+		if closeAfter {
+			*end = true
+			return true
+		}
+		if br.Buffered() == 0 {
+			// Wait for the next request, unless the read of this one
+			// may have left bytes in the socket (ReadLoop knows).
+			return false
+		}
+	}
+}
+
+// hasBody reports whether an inlineable head declares a body (a
+// Content-Length other than 0).
+func hasBody(head []byte) bool {
+	rest := head[bytes.Index(head, crlf)+2:]
+	for len(rest) > 2 {
+		i := bytes.Index(rest, crlf)
+		hl := rest[:i]
+		rest = rest[i+2:]
+		if colon := bytes.IndexByte(hl, ':'); colon > 0 && asciiEq(hl[:colon], "content-length") {
+			if v := bytes.Trim(hl[colon+1:], " \t"); len(v) != 1 || v[0] != '0' {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // connCtx is what serveConn keeps per connection for the requests the

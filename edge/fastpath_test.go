@@ -98,6 +98,54 @@ func TestFastPathPipelining(t *testing.T) {
 	}
 }
 
+// TestFastPathRequestDuringRequest: requests that arrive while the one
+// before them is at a slow origin (after its read found the socket empty)
+// are answered, whichever path served the one before: a body-less miss
+// (the read loop), a POST (the inline path with a body), a hit.
+func TestFastPathRequestDuringRequest(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/slow") {
+			time.Sleep(50 * time.Millisecond)
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "body of ", r.URL.Path)
+	})
+	te := startEdge(t, oneOrigin(o, "      allowed_methods: [GET, HEAD, OPTIONS, PUT, POST, PATCH, DELETE]\n"), nil)
+	te.get("/hit")
+	te.wait()
+	c, err := net.Dial("tcp", strings.TrimPrefix(te.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	steps := []struct{ req, method, body string }{
+		{"GET /slow1 HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "body of /slow1"},
+		{"POST /slow2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", "POST", "body of /slow2"},
+		{"GET /hit HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "body of /hit"},
+		{"GET /slow3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "GET", "body of /slow3"},
+	}
+	for _, st := range steps {
+		if _, err := io.WriteString(c, st.req); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(15 * time.Millisecond) // the one before is at the origin now
+	}
+	br := bufio.NewReader(c)
+	for i, st := range steps {
+		res, err := http.ReadResponse(br, &http.Request{Method: st.method})
+		if err != nil {
+			t.Fatalf("response %d: %v (a request was left waiting)", i, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || string(body) != st.body {
+			t.Errorf("response %d: %d %q, want 200 %q", i, res.StatusCode, body, st.body)
+		}
+	}
+}
+
 func TestFastPathConnectionClose(t *testing.T) {
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
