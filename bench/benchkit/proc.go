@@ -172,23 +172,30 @@ func readProcs() (map[int]procStat, error) {
 		if err != nil {
 			continue
 		}
-		// Fields after the command name, which may hold spaces.
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
+		if st, ok := parseStat(b, page); ok {
+			all[id] = st
 		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 22 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		stt, _ := strconv.ParseInt(f[12], 10, 64)
-		rss, _ := strconv.ParseInt(f[21], 10, 64)
-		all[id] = procStat{ppid: ppid, ticks: ut + stt, rss: rss * page}
 	}
 	return all, nil
+}
+
+// parseStat reads a /proc/<pid>/stat line.
+func parseStat(b []byte, page int64) (procStat, bool) {
+	// Fields after the command name, which may hold spaces.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return procStat{}, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 22 {
+		return procStat{}, false
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	stt, _ := strconv.ParseInt(f[12], 10, 64)
+	rss, _ := strconv.ParseInt(f[21], 10, 64)
+	return procStat{ppid: ppid, ticks: ut + stt, rss: rss * page}, true
 }
 
 // tree lists pid and its live descendants.
@@ -326,3 +333,36 @@ func VersionLine(match string, argv ...string) string {
 
 // ErrSkipped marks a subject that could not run here (peer not installed).
 var ErrSkipped = errors.New("skipped")
+
+// SelfCPU is the user+system time of this process (all its threads, not
+// its children): the backends a runner serves from inside itself.
+func SelfCPU() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, err
+	}
+	st, ok := parseStat(b, 0)
+	if !ok {
+		return 0, fmt.Errorf("/proc/self/stat: unexpected %q", b)
+	}
+	return time.Duration(st.ticks) * time.Second / clockTicks, nil
+}
+
+// IdleTime is the time all CPUs have spent idle since boot (/proc/stat),
+// so that the idle time during a run can be told apart from the work.
+func IdleTime() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	idle, err := strconv.ParseInt(f[4], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/stat: %w", err)
+	}
+	return time.Duration(idle) * time.Second / clockTicks, nil
+}

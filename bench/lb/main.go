@@ -28,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -242,6 +243,9 @@ func run(o opts) error {
 		fmt.Sprintf("CPU: user+system time of the balancer's process tree from /proc divided by the requests (or MiB) done; configs in bench/peers/lb-*. lbd runs with GOMAXPROCS=%d, HAProxy nbthread 2, nginx 2 workers.", o.procs),
 	}}
 	res := &benchkit.Results{Started: time.Now(), Host: benchkit.Hostname(), Machine: benchkit.DescribeMachine(), Versions: versions, Suites: []*benchkit.Suite{suite}}
+	backendCPU := benchkit.Metric{Key: keyBackendCPU, Name: "backends' CPU µs/request"}
+	wrkCPUMetric := benchkit.Metric{Key: keyWrkCPU, Name: "wrk's CPU µs/request"}
+	idleMetric := benchkit.Metric{Key: keyIdle, Name: "idle CPU µs/request"}
 	httpMetrics := []benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors, benchkit.MetricRSS}
 	wantCase := map[string]bool{}
 	for _, c := range strings.Split(o.cases, ",") {
@@ -273,19 +277,45 @@ func run(o opts) error {
 		}
 		return benchkit.Sample(l, before, after, benchkit.MetricRPS.Key), nil
 	}
+	// wrkCPU is the CPU time of the last wrk run (the whole-machine view
+	// of the HTTP/1.1 case).
+	var wrkCPU time.Duration
 	wrk := func(ctx context.Context, args ...string) (benchkit.Load, error) {
-		out, err := exec.CommandContext(ctx, "wrk", append([]string{"-t" + strconv.Itoa(o.threads), "-c" + strconv.Itoa(o.conns), "-d" + o.duration.String(), "--latency"}, args...)...).CombinedOutput()
+		cmd := exec.CommandContext(ctx, "wrk", append([]string{"-t" + strconv.Itoa(o.threads), "-c" + strconv.Itoa(o.conns), "-d" + o.duration.String(), "--latency"}, args...)...)
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			return benchkit.Load{}, fmt.Errorf("wrk: %v\n%s", err, out)
 		}
+		wrkCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		return benchkit.ParseWrk(string(out))
+	}
+	// machine adds where the rest of the two cores went during a run, per
+	// request: the backends (served from this process), wrk, and idle
+	// time. A balancer that costs its neighbours more, or leaves the cores
+	// idle while work waits, loses requests per second at the same CPU.
+	machine := func(s *server, m map[string]float64, load func() (benchkit.Load, error)) func() (benchkit.Load, error) {
+		return func() (benchkit.Load, error) {
+			self0, err1 := benchkit.SelfCPU()
+			idle0, err2 := benchkit.IdleTime()
+			l, err := load()
+			self1, err3 := benchkit.SelfCPU()
+			idle1, err4 := benchkit.IdleTime()
+			if err == nil && l.Requests > 0 && errors.Join(err1, err2, err3, err4) == nil {
+				per := func(d time.Duration) float64 { return float64(d.Microseconds()) / l.Requests }
+				m[keyBackendCPU], m[keyWrkCPU], m[keyIdle] = per(self1-self0), per(wrkCPU), per(idle1-idle0)
+			}
+			return l, err
+		}
 	}
 	var errs []error
 	if wantCase["http1"] {
-		c := newCase("HTTP/1.1 keep-alive 1 KiB", httpMetrics)
+		c := newCase("HTTP/1.1 keep-alive 1 KiB", append(httpMetrics, backendCPU, wrkCPUMetric, idleMetric))
 		errs = append(errs, benchkit.Alternate(ctx, os.Stdout, "lb", c, o.rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
 			s := byName[sub.Name]
-			return measure(ctx, s, func() (benchkit.Load, error) { return wrk(ctx, "http://"+s.http+"/") })
+			extra := map[string]float64{}
+			m, err := measure(ctx, s, machine(s, extra, func() (benchkit.Load, error) { return wrk(ctx, "http://"+s.http+"/") }))
+			maps.Copy(m, extra)
+			return m, err
 		}))
 	}
 	if wantCase["rate"] && o.rate > 0 {
@@ -485,6 +515,13 @@ func readThrough(addr string, n int, d time.Duration) (int64, float64, error) {
 	}
 	return total.Load(), secs, nil
 }
+
+// Keys of the HTTP/1.1 case's whole-machine figures.
+const (
+	keyBackendCPU = "backend_cpu_us"
+	keyWrkCPU     = "wrk_cpu_us"
+	keyIdle       = "idle_us"
+)
 
 type backend struct {
 	addr string
