@@ -114,12 +114,7 @@ func TestFastPathRequestDuringRequest(t *testing.T) {
 	te := startEdge(t, oneOrigin(o, "      allowed_methods: [GET, HEAD, OPTIONS, PUT, POST, PATCH, DELETE]\n"), nil)
 	te.get("/hit")
 	te.wait()
-	c, err := net.Dial("tcp", strings.TrimPrefix(te.base, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	rc := dialRaw(t, te)
 	steps := []struct{ req, method, body string }{
 		{"GET /slow1 HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "body of /slow1"},
 		{"POST /slow2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", "POST", "body of /slow2"},
@@ -127,14 +122,13 @@ func TestFastPathRequestDuringRequest(t *testing.T) {
 		{"GET /slow3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "GET", "body of /slow3"},
 	}
 	for _, st := range steps {
-		if _, err := io.WriteString(c, st.req); err != nil {
+		if _, err := io.WriteString(rc.c, st.req); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(15 * time.Millisecond) // the one before is at the origin now
 	}
-	br := bufio.NewReader(c)
 	for i, st := range steps {
-		res, err := http.ReadResponse(br, &http.Request{Method: st.method})
+		res, err := http.ReadResponse(rc.br, &http.Request{Method: st.method})
 		if err != nil {
 			t.Fatalf("response %d: %v (a request was left waiting)", i, err)
 		}
