@@ -172,7 +172,8 @@ func (f *fastServer) serveConn(raw net.Conn) {
 	}
 	// Plain connections wait for requests in a read loop (see loopStep).
 	loop, _ := raw.(*sockio.Conn)
-	if tlsState != nil {
+	guard, _ := c.(*httpguard.Conn)
+	if tlsState != nil || guard == nil {
 		loop = nil
 	}
 	for {
@@ -181,7 +182,7 @@ func (f *fastServer) serveConn(raw net.Conn) {
 		}
 		if loop != nil {
 			end := false
-			step := func() bool { return f.loopStep(wc, br, &scratch, &cc, idleDeadline, &end) }
+			step := func() bool { return f.loopStep(wc, guard, br, &scratch, &cc, idleDeadline, &end) }
 			if err := loop.ReadLoop(step); err != nil || end {
 				return
 			}
@@ -225,7 +226,7 @@ func (f *fastServer) serveConn(raw net.Conn) {
 // Inside the loop a read that finds nothing returns ErrWouldBlock instead
 // of waiting, which is why only requests that need no more input are
 // answered here.
-func (f *fastServer) loopStep(wc net.Conn, br *bufio.Reader, scratch *[]byte, cc *connCtx, idleDeadline func() bool, end *bool) bool {
+func (f *fastServer) loopStep(wc net.Conn, guard *httpguard.Conn, br *bufio.Reader, scratch *[]byte, cc *connCtx, idleDeadline func() bool, end *bool) bool {
 	for {
 		if br.Buffered() == 0 {
 			if !idleDeadline() {
@@ -257,9 +258,10 @@ func (f *fastServer) loopStep(wc net.Conn, br *bufio.Reader, scratch *[]byte, cc
 			*end = true
 			return true
 		}
-		if br.Buffered() == 0 {
+		if br.Buffered() == 0 && guard.Buffered() == 0 {
 			// Wait for the next request, unless the read of this one
-			// may have left bytes in the socket (ReadLoop knows).
+			// may have left bytes in the socket (ReadLoop knows). Bytes
+			// the guard holds are read at once: they raise no readiness.
 			return false
 		}
 	}

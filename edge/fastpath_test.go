@@ -140,6 +140,45 @@ func TestFastPathRequestDuringRequest(t *testing.T) {
 	}
 }
 
+// TestFastPathPipelinedPastTheBuffer: pipelined requests that the
+// request guard has taken from the socket but the 4 KiB reader has not
+// yet seen are answered without waiting for more bytes: here the second
+// read (one short recvfrom) completes one request and brings two more,
+// the reader's buffer ends exactly after the third, and the fourth stays
+// with the guard.
+func TestFastPathPipelinedPastTheBuffer(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "body of ", r.URL.Path)
+	})
+	te := startEdge(t, oneOrigin(o, ""), nil)
+	te.get("/a")
+	te.wait()
+	req := func(pad int) string {
+		return "GET /a HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", pad) + "\r\n\r\n"
+	}
+	base := len(req(0))
+	req2, req3 := req(2000-base), req(4096-2000-base)
+	if len(req2)+len(req3) != 4096 {
+		t.Fatalf("requests of %d bytes, want 4096", len(req2)+len(req3))
+	}
+	rc := dialRaw(t, te)
+	io.WriteString(rc.c, req(10)+req2[:1000])
+	time.Sleep(30 * time.Millisecond) // the first is answered, the edge waits
+	io.WriteString(rc.c, req2[1000:]+req3+"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	for i := range 4 {
+		res, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatalf("response %d: %v (a request was left waiting)", i, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || string(body) != "body of /a" {
+			t.Fatalf("response %d: %d %q", i, res.StatusCode, body)
+		}
+	}
+}
+
 func TestFastPathConnectionClose(t *testing.T) {
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")

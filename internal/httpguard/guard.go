@@ -102,6 +102,11 @@ type Conn struct {
 	scratch   [4096]byte
 }
 
+// Buffered is how many bytes the guard holds that it has read from the
+// connection and not yet returned: a reader whose own buffer is empty
+// must read again before it waits for the connection.
+func (c *Conn) Buffered() int { return len(c.in) + len(c.out) - c.outOff }
+
 // Unwrap returns the underlying connection.
 func (c *Conn) Unwrap() net.Conn { return c.Conn }
 
