@@ -25,7 +25,7 @@ import (
 
 // testEdge is a started edged on loopback.
 type testEdge struct {
-	t     *testing.T
+	t     testing.TB
 	svc   *Service
 	base  string // http://127.0.0.1:port
 	admin *admin.Server
@@ -37,7 +37,7 @@ const testToken = "test-token-0123456789"
 
 // startEdge renders cfgTmpl ({{.Origin}}, {{.Dir}} and any extra vars),
 // validates it and starts a service.
-func startEdge(t *testing.T, cfgTmpl string, vars map[string]string) *testEdge {
+func startEdge(t testing.TB, cfgTmpl string, vars map[string]string) *testEdge {
 	t.Helper()
 	if vars == nil {
 		vars = map[string]string{}
@@ -67,7 +67,7 @@ func startEdge(t *testing.T, cfgTmpl string, vars map[string]string) *testEdge {
 	return startConfig(t, cfg)
 }
 
-func startConfig(t *testing.T, cfg *Config) *testEdge {
+func startConfig(t testing.TB, cfg *Config) *testEdge {
 	t.Helper()
 	var opts apptest.Options
 	if testing.Verbose() {
@@ -132,7 +132,7 @@ type testOrigin struct {
 	last    atomic.Pointer[http.Request]
 }
 
-func newOrigin(t *testing.T, h http.HandlerFunc) *testOrigin {
+func newOrigin(t testing.TB, h http.HandlerFunc) *testOrigin {
 	o := &testOrigin{hits: map[string]int{}, handler: h}
 	o.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()

@@ -3,6 +3,8 @@ package edge
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -85,5 +87,54 @@ func FuzzFastPathHead(f *testing.F) {
 			t.Fatalf("unparsable response for %q: %v", head, err)
 		}
 		resp.Body.Close()
+	})
+}
+
+// FuzzFastPathConn sends any bytes, in two writes with a pause between
+// them, to a real edged listener (the read loop, the guard, the hit and
+// inline paths, net/http for the rest) and half-closes: the connection
+// must end (no request left waiting for bytes that were sent), and a
+// request answered in the first part must not be answered twice.
+func FuzzFastPathConn(f *testing.F) {
+	for _, s := range []string{
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.0\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+	} {
+		f.Add([]byte(s), uint16(len(s)/2))
+	}
+	o := newOrigin(f, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Write([]byte("body"))
+	})
+	te := startEdge(f, oneOrigin(o, "      allowed_methods: [GET, HEAD, OPTIONS, PUT, POST, PATCH, DELETE]\n"), nil)
+	te.get("/a")
+	te.wait()
+	addr := strings.TrimPrefix(te.base, "http://")
+	f.Fuzz(func(t *testing.T, in []byte, split uint16) {
+		if len(in) > 16<<10 {
+			return
+		}
+		cut := min(int(split), len(in))
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			_, _ = c.Write(in[:cut])
+			time.Sleep(2 * time.Millisecond)
+			_, _ = c.Write(in[cut:])
+			_ = c.(*net.TCPConn).CloseWrite()
+		}()
+		_, err = io.Copy(io.Discard, c)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("the connection did not end within 10 s (%d bytes, cut at %d): %q", len(in), cut, in)
+		}
 	})
 }

@@ -168,3 +168,68 @@ func TestReadLoopEnds(t *testing.T) {
 		}
 	})
 }
+
+// TestReadLoopHalfClose: a peer that half-closes right after its last
+// line (the end of stream comes with the line's bytes, which raises no
+// readiness of its own) has the loop see the end, through its probe,
+// long before the read deadline.
+func TestReadLoopHalfClose(t *testing.T) {
+	if !supported {
+		t.Skip("no raw socket I/O here")
+	}
+	c, peer := pair(t)
+	peer.Write([]byte("a\n"))
+	peer.CloseWrite()
+	time.Sleep(20 * time.Millisecond) // both are there before the loop's first read
+	s := &lineServer{c: c.(*Conn), rbuf: make([]byte, 64)}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := s.c.ReadLoop(s.step); err != nil || !errors.Is(s.err, io.EOF) {
+		t.Fatalf("ReadLoop = %v, step error %v; want nil and io.EOF (the end was missed)", err, s.err)
+	}
+	b := make([]byte, 8)
+	if n, err := io.ReadFull(peer, b[:5]); err != nil || string(b[:n]) != "ok:a\n" {
+		t.Fatalf("answer %q, %v", b[:n], err)
+	}
+}
+
+// TestReadLoopProbeKeepsDeadlines: the probe gives way to a nearer
+// caller deadline, and after the loop the caller's deadline is back.
+func TestReadLoopProbeKeepsDeadlines(t *testing.T) {
+	if !supported {
+		t.Skip("no raw socket I/O here")
+	}
+	t.Run("nearer caller deadline", func(t *testing.T) {
+		c, peer := pair(t)
+		peer.Write([]byte("a\n"))
+		s := &lineServer{c: c.(*Conn), rbuf: make([]byte, 64)}
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if err := s.c.ReadLoop(s.step); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("ReadLoop = %v; want the caller's deadline", err)
+		}
+	})
+	t.Run("a probe is no deadline", func(t *testing.T) {
+		c, peer := pair(t)
+		peer.Write([]byte("a\n"))
+		s := &lineServer{c: c.(*Conn), rbuf: make([]byte, 64)}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		time.AfterFunc(400*time.Millisecond, func() { peer.Write([]byte("quit\n")) }) // after a probe
+		if err := s.c.ReadLoop(s.step); err != nil || s.err != nil {
+			t.Fatalf("ReadLoop = %v, step error %v; want nil", err, s.err)
+		}
+	})
+	t.Run("caller deadline back after the loop", func(t *testing.T) {
+		c, peer := pair(t)
+		start := time.Now()
+		_ = c.SetReadDeadline(start.Add(1200 * time.Millisecond))
+		peer.Write([]byte("a\n"))
+		time.AfterFunc(100*time.Millisecond, func() { peer.Write([]byte("quit\n")) }) // ends the loop with a probe set
+		s := &lineServer{c: c.(*Conn), rbuf: make([]byte, 64)}
+		if err := s.c.ReadLoop(s.step); err != nil || s.err != nil {
+			t.Fatalf("ReadLoop = %v, step error %v", err, s.err)
+		}
+		_, err := c.Read(make([]byte, 1))
+		if el := time.Since(start); !errors.Is(err, os.ErrDeadlineExceeded) || el < time.Second {
+			t.Fatalf("Read after the loop = %v after %v; want the caller's deadline at 1.2 s, not the probe's", err, el)
+		}
+	})
+}

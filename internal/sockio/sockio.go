@@ -21,6 +21,7 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"time"
 )
 
 // Conn is a TCP connection whose Read and Write use raw system calls.
@@ -43,6 +44,7 @@ func Wrap(c net.Conn) net.Conn {
 	}
 	w := &Conn{TCPConn: tc}
 	w.io.init(rc)
+	w.io.tcp = tc
 	return w
 }
 
@@ -56,6 +58,16 @@ func (l Listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	return Wrap(c), nil
+}
+
+// SetDeadline sets the read and write deadlines (see net.Conn).
+func (c *Conn) SetDeadline(t time.Time) error {
+	return c.io.setReadDeadline(t, c.TCPConn.SetDeadline)
+}
+
+// SetReadDeadline sets the read deadline (see net.Conn).
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	return c.io.setReadDeadline(t, c.TCPConn.SetReadDeadline)
 }
 
 // Read reads up to len(p) bytes; io.EOF at the end of the stream.
@@ -115,9 +127,16 @@ var ErrWouldBlock = errors.New("sockio: nothing to read yet")
 // readiness if a read since the last wait found the socket empty (it
 // returned ErrWouldBlock, or fewer bytes than asked for: anything that
 // arrives after that wakes the wait), else it calls step again at once.
-// step may write to c, set deadlines and wait on other connections; only
-// it may read c until ReadLoop returns: nil after step's true, or the
-// wait's error (a deadline, a close).
+// step must return false only when every buffer between c and itself is
+// empty (bytes already read raise no readiness). An end of stream that
+// arrives with the last bytes a short read returned raises none either
+// (the kernel reports it to the next recvfrom): a wait after a short read
+// therefore ends within 250 ms, by a read deadline of the loop's own that
+// gives way to the caller's, and the loop looks again — so a peer that
+// half-closes after its last request sees the close within 250 ms. It may write to c, set
+// deadlines and wait on other connections; only it may read c until
+// ReadLoop returns: nil after step's true, or the wait's error (a
+// deadline, a close).
 func (c *Conn) ReadLoop(step func() bool) error {
 	return c.io.readLoop(step)
 }

@@ -3,11 +3,14 @@
 package sockio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -56,10 +59,19 @@ type rawIO struct {
 
 	// ReadLoop's state, under rmu: loop is set while its step runs
 	// inside the loop's RawConn.Read, whose descriptor is lfd; drained
-	// records that a read found the socket empty since the last wait.
+	// records that a read found the socket empty since the last wait,
+	// short that it did so by returning fewer bytes than asked for.
 	loop    bool
 	lfd     uintptr
 	drained bool
+	short   bool
+
+	// The read deadline callers set (Unix ns, 0: none), and the probe
+	// deadline ReadLoop set in its place (0: none), which bounds a wait
+	// after a short read (see ReadLoop).
+	tcp     *net.TCPConn
+	readDL  atomic.Int64
+	probeAt atomic.Int64
 }
 
 func (r *rawIO) init(rc syscall.RawConn) {
@@ -268,7 +280,7 @@ func (r *rawIO) loopRead(p []byte) (int, error) {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			r.drained = true
+			r.drained, r.short = true, false
 			return 0, ErrWouldBlock
 		default:
 			return 0, opError("read", os.NewSyscallError("recvfrom", e))
@@ -276,17 +288,36 @@ func (r *rawIO) loopRead(p []byte) (int, error) {
 		if n == 0 {
 			return 0, io.EOF
 		}
-		// Fewer bytes than asked for: the socket is empty now, and
-		// whatever arrives next wakes the loop's wait.
+		// Fewer bytes than asked for: the socket holds no more data, and
+		// data that arrives next wakes the loop's wait (an end of stream
+		// that came with these bytes may not: see ReadLoop).
 		r.drained = int(n) < len(p)
+		r.short = r.drained
 		return int(n), nil
 	}
 }
 
 func (r *rawIO) readLoop(step func() bool) error {
+	for {
+		err := r.loopOnce(step)
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || r.probeAt.Load() == 0 {
+			r.disarm()
+			return err
+		}
+		if dl := r.readDL.Load(); dl != 0 && time.Now().UnixNano() >= dl {
+			r.disarm()
+			return err // the caller's deadline
+		}
+		// The probe's: look again (the step's first read tries), under
+		// the caller's deadline until the next wait after a short read.
+		r.disarm()
+	}
+}
+
+func (r *rawIO) loopOnce(step func() bool) error {
 	r.rmu.Lock()
 	defer r.rmu.Unlock()
-	r.drained = false
+	r.drained, r.short = false, false
 	err := r.rc.Read(func(fd uintptr) bool {
 		r.lfd, r.loop = fd, true
 		for {
@@ -295,7 +326,10 @@ func (r *rawIO) readLoop(step func() bool) error {
 				return true
 			}
 			if r.drained {
-				r.drained, r.loop = false, false
+				if r.short {
+					r.armProbe()
+				}
+				r.drained, r.short, r.loop = false, false, false
 				return false
 			}
 		}
@@ -305,6 +339,53 @@ func (r *rawIO) readLoop(step func() bool) error {
 		return opError("read", err)
 	}
 	return nil
+}
+
+// probeAfter bounds a ReadLoop wait that follows a short read.
+const probeAfter = 250 * time.Millisecond
+
+// armProbe makes sure the coming wait ends within probeAfter: by a probe
+// deadline already set, the caller's deadline, or a new probe deadline
+// (one runtime timer update, at most once per probeAfter on a busy
+// connection).
+func (r *rawIO) armProbe() {
+	now := time.Now().UnixNano()
+	if p := r.probeAt.Load(); p > now {
+		return
+	}
+	at := now + int64(probeAfter)
+	if dl := r.readDL.Load(); dl != 0 && dl <= at {
+		return
+	}
+	r.probeAt.Store(at)
+	_ = r.tcp.SetReadDeadline(time.Unix(0, at))
+	if dl := r.readDL.Load(); dl != 0 && dl <= at {
+		r.disarm() // a caller set a nearer deadline meanwhile: it stands
+	}
+}
+
+// disarm puts the caller's read deadline back in place of a probe.
+func (r *rawIO) disarm() {
+	if r.probeAt.Swap(0) == 0 {
+		return
+	}
+	var t time.Time
+	if dl := r.readDL.Load(); dl != 0 {
+		t = time.Unix(0, dl)
+	}
+	_ = r.tcp.SetReadDeadline(t)
+}
+
+// setReadDeadline records a caller's read deadline (ReadLoop's probe
+// gives way to it) and sets it.
+func (r *rawIO) setReadDeadline(t time.Time, set func(time.Time) error) error {
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	r.readDL.Store(ns)
+	r.probeAt.Store(0)
+	return set(t)
 }
 
 // sendPending sends a write handed to a read that never came, before

@@ -413,3 +413,40 @@ func TestWholeBodyless(t *testing.T) {
 		}
 	}
 }
+
+// TestFastServerHalfClose: a client that half-closes right after its
+// request (the end of stream arrives with the request's bytes) gets its
+// answer and the close long before the idle timeout.
+func TestFastServerHalfClose(t *testing.T) {
+	s := testServer(t)
+	s.opts.IdleTimeout = time.Minute
+	s.h.initOnce.Do(s.h.init)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Write([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	client.(*net.TCPConn).CloseWrite()
+	time.Sleep(20 * time.Millisecond) // both arrive before the server's first read
+	done := make(chan struct{})
+	go func() {
+		s.serveConn(&fconn{c: sockio.Wrap(server)})
+		close(done)
+	}()
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	out, err := io.ReadAll(client)
+	if err != nil || !strings.Contains(string(out), "HTTP/1.1 200 OK") {
+		t.Fatalf("read %q, %v; want the answer, then the close", out, err)
+	}
+	<-done
+}
