@@ -148,13 +148,14 @@ func (t *h1Transport) exchange(ctx context.Context, c *connpool.Conn, req *http.
 	err := write(c.W)
 	switch {
 	case err != nil:
-	case req.Body == nil || req.Body == http.NoBody:
-		// The answer's head is read next: a body-less request goes out
-		// with that read.
+	case (req.Body == nil || req.Body == http.NoBody) && c.ReleasedWithin(time.Now(), connpool.QuietReuse):
+		// The answer's head is read next: a body-less request on a
+		// connection busy until now goes out with that read.
 		err = sockio.FlushBeforeRead(c.Conn, c.W)
 	default:
 		// A write error is looked into below (an early answer), so the
-		// request's end goes out now.
+		// request's end goes out now; so does a request on a connection
+		// that sat idle (its read must look for a close first).
 		err = c.W.Flush()
 	}
 	if err != nil {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,5 +180,64 @@ func TestHeadEnd(t *testing.T) {
 		if got := headEnd([]byte(c.in)); got != c.want {
 			t.Errorf("headEnd(%q) = %d, want %d", c.in, got, c.want)
 		}
+	}
+}
+
+// TestOriginClosedWhileIdle: a pooled connection whose origin closed its
+// side while it sat idle, and then answers nothing (as a stopped
+// container's address does), is found closed by the next request's read
+// at once; the GET goes out again on a new connection instead of waiting
+// for its deadline.
+func TestOriginClosedWhileIdle(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var held []net.Conn
+	defer func() {
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+			go func() {
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+				c.(*net.TCPConn).CloseWrite() // then silence: no answer, no reset
+			}()
+		}
+	}()
+	o, err := NewHTTP(HTTPOptions{Name: "o", URL: "http://" + ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	var buf []byte
+	for i := range 2 {
+		start := time.Now()
+		_, raw, ok, err := o.SendGet(&buf, "/x", "", "h", nil, time.Now().Add(3*time.Second), takeOK)
+		if !ok || err != nil {
+			t.Fatalf("request %d: %v %v after %v", i, ok, err, time.Since(start))
+		}
+		b, err := io.ReadAll(raw.Body)
+		raw.Body.Close()
+		if err != nil || string(b) != "ok" {
+			t.Fatalf("request %d: body %q, %v", i, b, err)
+		}
+		time.Sleep(20 * time.Millisecond) // the close arrives; the connection sits idle
 	}
 }

@@ -18,6 +18,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// QuietReuse is how long a connection may have sat in the pool for its
+// next request to be sent with sockio.FlushBeforeRead (ReleasedWithin):
+// on a busy pool connections come back and go out again within it.
+const QuietReuse = time.Millisecond
+
 // Defaults for a Pool's zero limits.
 const (
 	DefaultMaxIdle     = 512
@@ -85,6 +90,16 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 // Release returns the connection to its pool for another request. The
 // caller must have read the whole response.
 func (c *Conn) Release() { c.pool.put(c) }
+
+// ReleasedWithin reports whether the connection came back to the pool at
+// most d before now, or is fresh from a dial. A connection that sat idle
+// longer may hold a close from the peer that raised readiness already
+// spent, so its next read must try before it waits (see
+// sockio.FlushBeforeRead): a peer that closed and then vanished (a
+// stopped container) answers a request with nothing at all.
+func (c *Conn) ReleasedWithin(now time.Time, d time.Duration) bool {
+	return c.used.IsZero() || now.Sub(c.used) <= d
+}
 
 // Alive reports whether an idle connection is still open, with one
 // non-blocking MSG_PEEK: EAGAIN means open and quiet; EOF, an error or

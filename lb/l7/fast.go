@@ -792,7 +792,7 @@ func (x *exchange) roundTrip(ref *GroupRef, t *targetgroup.Target, setCookie boo
 		start := time.Now()
 		// Write, and response head; up to deadlineSlack late.
 		_ = uc.SetDeadlineWithin(start.Add(timeout), deadlineSlack)
-		if err := x.writeRequest(uc); err != nil {
+		if err := x.writeRequest(uc, start); err != nil {
 			if errors.Is(err, errClient) {
 				uc.Close()
 				return 0, outClientGone
@@ -839,7 +839,7 @@ var (
 )
 
 // writeRequest writes the request head and body to the target.
-func (x *exchange) writeRequest(uc *upConn) error {
+func (x *exchange) writeRequest(uc *upConn, now time.Time) error {
 	r := &x.req
 	s := x.s
 	w := uc.W
@@ -938,13 +938,14 @@ func (x *exchange) writeRequest(uc *upConn) error {
 	default:
 		w.WriteString("\r\n")
 	}
-	if r.chunked || r.contentLength > 0 {
+	if r.chunked || r.contentLength > 0 || !uc.ReleasedWithin(now, connpool.QuietReuse) {
 		// A write error here is looked into (an early answer), so the
-		// request's end goes out now.
+		// request's end goes out now; so does a request on a connection
+		// that sat idle (its read must look for a close first).
 		return w.Flush()
 	}
-	// relayResponse reads the answer next: a body-less request goes out
-	// with that read.
+	// relayResponse reads the answer next: a body-less request on a
+	// connection busy until now goes out with that read.
 	return sockio.FlushBeforeRead(uc.Conn, w)
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -238,10 +239,15 @@ func forwardServer(t testing.TB) *FastServer {
 	}), ReadHeaderTimeout: time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
+	return forwardServerTo(t, ln.Addr().String())
+}
+
+// forwardServerTo is a FastServer whose default route forwards to addr.
+func forwardServerTo(t testing.TB, addr string) *FastServer {
 	m := targetgroup.NewManager(targetgroup.Options{})
 	t.Cleanup(m.Close)
 	if err := m.Apply([]targetgroup.Config{{Name: "g", HealthCheck: targetgroup.HealthCheck{Disabled: true},
-		Targets: []targetgroup.TargetConfig{{Address: ln.Addr().String()}}}}, map[string]bool{"g": true}); err != nil {
+		Targets: []targetgroup.TargetConfig{{Address: addr}}}}, map[string]bool{"g": true}); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
@@ -449,4 +455,55 @@ func TestFastServerHalfClose(t *testing.T) {
 		t.Fatalf("read %q, %v; want the answer, then the close", out, err)
 	}
 	<-done
+}
+
+// TestFastServerTargetClosedWhileIdle: a pooled connection whose target
+// closed its side while the connection sat idle, and then answers nothing
+// (as a stopped container's address does), is found closed by the next
+// request's read at once; the request goes out again on a new connection
+// instead of waiting for the request timeout.
+func TestFastServerTargetClosedWhileIdle(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var conns []net.Conn
+	defer func() {
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() {
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+				c.(*net.TCPConn).CloseWrite() // then silence: no answer, no reset
+			}()
+		}
+	}()
+	s := forwardServerTo(t, ln.Addr().String())
+	s.opts.IdleTimeout = 10 * time.Second
+	for i := range 2 {
+		start := time.Now()
+		out := string(serveBytes(s, []byte("GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")))
+		if !strings.HasPrefix(out, "HTTP/1.1 200 OK") {
+			t.Fatalf("request %d: %q after %v", i, out, time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond) // the close arrives; the connection sits idle
+	}
 }
