@@ -6,13 +6,13 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgestack/edgestack/internal/apptest"
 )
 
 // scriptedOrigin answers the requests of each connection with the given
@@ -189,39 +189,8 @@ func TestHeadEnd(t *testing.T) {
 // at once; the GET goes out again on a new connection instead of waiting
 // for its deadline.
 func TestOriginClosedWhileIdle(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var mu sync.Mutex
-	var held []net.Conn
-	defer func() {
-		mu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		mu.Unlock()
-	}()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-			go func() {
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-				c.(*net.TCPConn).CloseWrite() // then silence: no answer, no reset
-			}()
-		}
-	}()
-	o, err := NewHTTP(HTTPOptions{Name: "o", URL: "http://" + ln.Addr().String()})
+	addr := apptest.SilentAfterAnswer(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	o, err := NewHTTP(HTTPOptions{Name: "o", URL: "http://" + addr})
 	if err != nil {
 		t.Fatal(err)
 	}

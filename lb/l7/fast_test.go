@@ -3,16 +3,16 @@ package l7
 import (
 	"bufio"
 	"bytes"
-	"github.com/edgestack/edgestack/internal/sockio"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgestack/edgestack/internal/apptest"
+	"github.com/edgestack/edgestack/internal/sockio"
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
 	"github.com/prometheus/client_golang/prometheus"
@@ -463,40 +463,8 @@ func TestFastServerHalfClose(t *testing.T) {
 // request's read at once; the request goes out again on a new connection
 // instead of waiting for the request timeout.
 func TestFastServerTargetClosedWhileIdle(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var mu sync.Mutex
-	var conns []net.Conn
-	defer func() {
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	}()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go func() {
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-				c.(*net.TCPConn).CloseWrite() // then silence: no answer, no reset
-			}()
-		}
-	}()
-	s := forwardServerTo(t, ln.Addr().String())
+	addr := apptest.SilentAfterAnswer(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	s := forwardServerTo(t, addr)
 	s.opts.IdleTimeout = 10 * time.Second
 	for i := range 2 {
 		start := time.Now()
