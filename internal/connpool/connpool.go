@@ -21,7 +21,7 @@ import (
 // QuietReuse is how long a connection may have sat in the pool for its
 // next request to be sent with sockio.FlushBeforeRead (ReleasedWithin):
 // on a busy pool connections come back and go out again within it.
-const QuietReuse = time.Millisecond
+const QuietReuse = 10 * time.Millisecond
 
 // Defaults for a Pool's zero limits.
 const (
