@@ -84,32 +84,62 @@ func (r *rawIO) init(rc syscall.RawConn) {
 
 // recv is the read callback: false asks RawConn to wait for readiness.
 func (r *rawIO) recv(fd uintptr) bool {
+	n, e := recvfrom(fd, r.rbuf)
+	if e == syscall.EAGAIN {
+		return false
+	}
+	r.rn, r.rerr = n, e
+	return true
+}
+
+// recvfrom is recvfrom(2) as a raw system call, again after EINTR.
+func recvfrom(fd uintptr, p []byte) (int, syscall.Errno) {
 	for {
 		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd,
-			uintptr(unsafe.Pointer(unsafe.SliceData(r.rbuf))), uintptr(len(r.rbuf)), 0, 0, 0)
+			uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), 0, 0, 0)
 		switch e {
 		case 0:
-			r.rn, r.rerr = int(n), 0
-			return true
+			return int(n), 0
 		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
 		default:
-			r.rn, r.rerr = 0, e
-			return true
+			return 0, e
 		}
 	}
+}
+
+// sendto is send(2) with MSG_NOSIGNAL as a raw system call, again after
+// EINTR.
+func sendto(fd uintptr, p []byte) (int, syscall.Errno) {
+	for {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd,
+			uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), syscall.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			return int(n), 0
+		case syscall.EINTR:
+		default:
+			return 0, e
+		}
+	}
+}
+
+// readResult is Read's result for a recvfrom's.
+func readResult(n int, e syscall.Errno) (int, error) {
+	switch {
+	case e != 0:
+		return 0, opError("read", os.NewSyscallError("recvfrom", e))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // send is the write callback: it writes what it can of wbuf and returns
 // false (wait until writable) while some is left.
 func (r *rawIO) send(fd uintptr) bool {
 	for r.wn < len(r.wbuf) {
-		rest := r.wbuf[r.wn:]
-		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd,
-			uintptr(unsafe.Pointer(unsafe.SliceData(rest))), uintptr(len(rest)), syscall.MSG_NOSIGNAL, 0, 0)
-		if stop, ret := r.sent(n, e); stop {
+		n, e := sendto(fd, r.wbuf[r.wn:])
+		if stop, ret := r.sent(uintptr(n), e); stop {
 			return ret
 		}
 	}
@@ -145,13 +175,10 @@ func (r *rawIO) sendRecv(fd uintptr) bool {
 		return r.recv(fd)
 	}
 	for r.pn < len(r.pend) {
-		rest := r.pend[r.pn:]
-		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd,
-			uintptr(unsafe.Pointer(unsafe.SliceData(rest))), uintptr(len(rest)), syscall.MSG_NOSIGNAL, 0, 0)
+		n, e := sendto(fd, r.pend[r.pn:])
 		switch e {
 		case 0:
-			r.pn += int(n)
-		case syscall.EINTR:
+			r.pn += n
 		case syscall.EAGAIN:
 			return true
 		default:
@@ -203,13 +230,7 @@ func (r *rawIO) read(p []byte) (int, error) {
 	if err != nil {
 		return 0, opError("read", err)
 	}
-	if rerr != 0 {
-		return 0, opError("read", os.NewSyscallError("recvfrom", rerr))
-	}
-	if rn == 0 {
-		return 0, io.EOF
-	}
-	return rn, nil
+	return readResult(rn, rerr)
 }
 
 func (r *rawIO) write(p []byte) (int, error) {
@@ -272,29 +293,19 @@ func (r *rawIO) sendv(fd uintptr) bool {
 
 // loopRead is a Read inside ReadLoop's step: one recvfrom, no wait.
 func (r *rawIO) loopRead(p []byte) (int, error) {
-	for {
-		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, r.lfd,
-			uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), 0, 0, 0)
-		switch e {
-		case 0:
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			r.drained, r.short = true, false
-			return 0, ErrWouldBlock
-		default:
-			return 0, opError("read", os.NewSyscallError("recvfrom", e))
-		}
-		if n == 0 {
-			return 0, io.EOF
-		}
+	n, e := recvfrom(r.lfd, p)
+	if e == syscall.EAGAIN {
+		r.drained, r.short = true, false
+		return 0, ErrWouldBlock
+	}
+	if e == 0 && n > 0 {
 		// Fewer bytes than asked for: the socket holds no more data, and
 		// data that arrives next wakes the loop's wait (an end of stream
 		// that came with these bytes may not: see ReadLoop).
-		r.drained = int(n) < len(p)
+		r.drained = n < len(p)
 		r.short = r.drained
-		return int(n), nil
 	}
+	return readResult(n, e)
 }
 
 func (r *rawIO) readLoop(step func() bool) error {

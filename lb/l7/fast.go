@@ -321,38 +321,38 @@ func (x *exchange) loopStep(end *bool) bool {
 // wholeBodyless reports whether b starts with a whole request head
 // (after any empty lines, which readHead skips) of a request that has no
 // body and is no upgrade or CONNECT: one served without reading more.
+// One pass over the head's lines; a bare LF (lines as readHead sees them
+// differ) or a tunnel is left to the ordinary path.
 func wholeBodyless(b []byte) bool {
 	for len(b) >= 2 && b[0] == '\r' && b[1] == '\n' {
 		b = b[2:]
 	}
-	end := bytes.Index(b, headEnd)
-	if end < 0 {
+	if bytes.HasPrefix(b, []byte("CONNECT ")) {
 		return false
 	}
-	h := b[:end+2]
-	if bytes.Count(h, crlf) != bytes.Count(h, []byte{'\n'}) || bytes.HasPrefix(h, []byte("CONNECT ")) {
-		return false // bare LFs: lines as readHead sees them; or a tunnel
-	}
-	for i := bytes.Index(h, crlf); i >= 0 && i+2 < len(h); {
-		line := h[i+2:]
-		j := bytes.Index(line, crlf)
-		if j < 0 {
-			return false
+	for first := true; ; first = false {
+		eol := bytes.IndexByte(b, '\n')
+		if eol < 1 || b[eol-1] != '\r' {
+			return false // still arriving, or a bare LF
 		}
-		line = line[:j]
-		if c := bytes.IndexByte(line, ':'); c > 0 {
-			switch name := line[:c]; {
-			case eqFold(name, "content-length"):
-				if v := bytes.TrimSpace(line[c+1:]); len(v) != 1 || v[0] != '0' {
-					return false
-				}
-			case eqFold(name, "transfer-encoding"), eqFold(name, "upgrade"), eqFold(name, "expect"):
+		line := b[:eol-1]
+		b = b[eol+1:]
+		if len(line) == 0 {
+			return !first
+		}
+		c := bytes.IndexByte(line, ':')
+		if first || c <= 0 {
+			continue
+		}
+		switch name := line[:c]; {
+		case eqFold(name, "content-length"):
+			if v := bytes.TrimSpace(line[c+1:]); len(v) != 1 || v[0] != '0' {
 				return false
 			}
+		case eqFold(name, "transfer-encoding"), eqFold(name, "upgrade"), eqFold(name, "expect"):
+			return false
 		}
-		i += 2 + j
 	}
-	return true
 }
 
 // ensureDeadline keeps the client connection's read and write deadline
