@@ -92,12 +92,16 @@ type CacheConfig struct {
 	// sendfile (a second call per response) starts to win.
 	SendfileMinSize Size `yaml:"sendfile_min_size"`
 	// SendfileMaxSize: bodies larger than this are written from memory
-	// instead. 0 means no upper bound. Default: measured once at start:
-	// 0 where sendfile sends a 1 MiB body over loopback for less CPU than
-	// a write from memory by at least 10% (the majority of three
-	// measurements), else 768KiB. On one VM (Linux 6.18) sendfile cost
-	// 25-35% more CPU than a write from 1 MiB on; on another with the same
-	// kernel it cost 20-30% less, up to 2 MiB; on a third, 10-25% more.
+	// instead. 0 means no upper bound. Default: auto, which is 0 when
+	// sendfile_dir is set (from a disk file's large folios sendfile won
+	// on every machine measured: 1 MiB hits 147-152 against 224-230 µs of
+	// CPU on an Intel VM where a memfd lost) and otherwise measured once
+	// when edged starts: 0 where sendfile from a memfd sends a 1 MiB body
+	// over loopback for at least 10% less CPU than a write from memory
+	// (the majority of three measurements), else 768KiB. On one VM (Linux
+	// 6.18) memfd sendfile cost 25-35% more CPU than a write from 1 MiB
+	// on; on another with the same kernel it cost 20-30% less, up to
+	// 2 MiB; on a third, 10-25% more.
 	SendfileMaxSize Size `yaml:"sendfile_max_size"`
 	// SendfileDir is where those copies live. Empty (default): anonymous
 	// memory files (memfd). A directory on a disk filesystem (ext4, xfs):
@@ -283,7 +287,7 @@ func DefaultConfig() *Config {
 	return &Config{
 		Base:      app.DefaultBase("127.0.0.1:9103"),
 		Listeners: []Listener{{Name: "http", Address: ":8080"}},
-		Cache:     CacheConfig{MaxSize: 256 << 20, MaxObjectSize: 16 << 20, SendfileMinSize: defaultSendfileMin(), SendfileMaxSize: defaultSendfileMax()},
+		Cache:     CacheConfig{MaxSize: 256 << 20, MaxObjectSize: 16 << 20, SendfileMinSize: defaultSendfileMin(), SendfileMaxSize: SizeAuto},
 		Limits:    Limits{MaxHeaderBytes: 32 << 10, MaxURLLength: 8192, MaxBodySize: 10 << 20},
 		Timeouts: Timeouts{
 			ReadHeader: config.Duration(10 * time.Second), Read: config.Duration(60 * time.Second),
@@ -332,8 +336,8 @@ func (c *Config) Validate() error {
 	if c.Cache.MaxObjectSize <= 0 || c.Cache.MaxObjectSize > c.Cache.MaxSize/2 {
 		errs = append(errs, config.Errorf("cache.max_object_size", "must be positive and at most half of cache.max_size (%s)", c.Cache.MaxSize))
 	}
-	if c.Cache.SendfileMaxSize != 0 && c.Cache.SendfileMaxSize < c.Cache.SendfileMinSize {
-		errs = append(errs, config.Errorf("cache.sendfile_max_size", "must be 0 (no bound) or at least sendfile_min_size"))
+	if m := c.Cache.SendfileMaxSize; m != 0 && m != SizeAuto && m < c.Cache.SendfileMinSize {
+		errs = append(errs, config.Errorf("cache.sendfile_max_size", "must be auto, 0 (no bound) or at least sendfile_min_size"))
 	}
 	if d := c.Cache.SendfileDir; d != "" {
 		if !filepath.IsAbs(d) {

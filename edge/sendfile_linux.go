@@ -92,15 +92,32 @@ func defaultSendfileMin() Size {
 	return 64 << 10
 }
 
-// defaultSendfileMax is cache.sendfile_max_size's default, measured once
-// per process: 0 (no bound) when sendfile(2) from a memfd sends a 1 MiB
-// body over loopback TCP for less CPU than a write from memory, else
-// 768 KiB. Which one wins differs between machines of the same kind: on
-// one VM sendfile took 330–350 µs of CPU per 1 MiB hit against 245 for a
-// write, on another 178–217 against 245–278, on a third (Intel, Linux
-// 6.18) 243–272 against 214–221, with no setting of the kernel that tells
-// them apart. The measurement takes about 70 ms.
-var defaultSendfileMax = sync.OnceValue(func() Size {
+// sendfileMax resolves cache.sendfile_max_size: auto is no bound for
+// copies in sendfile_dir, else memfdSendfileMax.
+func (c CacheConfig) sendfileMax() Size {
+	switch {
+	case c.SendfileMaxSize != SizeAuto:
+		return c.SendfileMaxSize
+	case c.SendfileDir != "":
+		// A disk file's pages sit in large folios: on the Intel VM where a
+		// memfd's sendfile lost to a write (and where the measurement below
+		// also ruled against the file), 1 MiB hits under wrk took 147-152
+		// µs of CPU from the file against 224-230 written from memory.
+		return 0
+	default:
+		return memfdSendfileMax()
+	}
+}
+
+// memfdSendfileMax is measured once per process: 0 (no bound) when
+// sendfile(2) from a memfd sends a 1 MiB body over loopback TCP for less
+// CPU than a write from memory, else 768 KiB. Which one wins differs
+// between machines of the same kind: on one VM sendfile took 330–350 µs
+// of CPU per 1 MiB hit against 245 for a write, on another 178–217
+// against 245–278, on a third (Intel, Linux 6.18) 243–272 against
+// 214–221, with no setting of the kernel that tells them apart. The
+// measurement takes about 70 ms, when the first snapshot is built.
+var memfdSendfileMax = sync.OnceValue(func() Size {
 	// The majority of three measurements: one alone still went the wrong
 	// way about one time in ten on that third VM.
 	votes := 0

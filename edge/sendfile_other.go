@@ -12,4 +12,9 @@ func sendHeadAndBlob(net.Conn, []byte, *cache.Blob) (bool, error) { return false
 
 func defaultSendfileMin() Size { return 64 << 10 }
 
-func defaultSendfileMax() Size { return 768 << 10 }
+func (c CacheConfig) sendfileMax() Size {
+	if c.SendfileMaxSize == SizeAuto {
+		return 768 << 10
+	}
+	return c.SendfileMaxSize
+}

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/edgestack/edgestack/edge/cache"
+	"github.com/edgestack/edgestack/internal/config"
+	"go.yaml.in/yaml/v3"
 )
 
 func openFDs(t *testing.T) int {
@@ -47,15 +49,10 @@ func TestSendfileLargeHits(t *testing.T) {
 		t.Skip("sendfile path is Linux only")
 	}
 	bodies := map[string][]byte{}
-	// The last is above the 768 KiB bound where the machine's measured
-	// default sets one.
+	// The last is above the 768 KiB bound where the machine's memfd
+	// measurement sets one (copies in sendfile_dir have no bound).
 	sizes := []int{64 << 10, 300 << 10, 700 << 10, 1 << 20}
-	withCopy := 0
-	max := defaultSendfileMax()
 	for i, n := range sizes {
-		if Size(n) >= defaultSendfileMin() && (max == 0 || Size(n) <= max) {
-			withCopy++
-		}
 		b := make([]byte, n)
 		for j := range b {
 			b[j] = byte(rand.IntN(256))
@@ -72,6 +69,12 @@ func TestSendfileLargeHits(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := cache.CheckBlobDir(tc.dir); err != nil {
 				t.Skip(err) // a filesystem without O_TMPFILE
+			}
+			withCopy, max := 0, CacheConfig{SendfileMaxSize: SizeAuto, SendfileDir: tc.dir}.sendfileMax()
+			for _, n := range sizes {
+				if Size(n) >= defaultSendfileMin() && (max == 0 || Size(n) <= max) {
+					withCopy++
+				}
 			}
 			o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Cache-Control", "max-age=60")
@@ -159,9 +162,11 @@ func TestDefaultSendfileMin(t *testing.T) {
 	}
 }
 
-// TestDefaultSendfileMax: the measurement runs, decides for one of the two
-// bounds, and runs once per process.
-func TestDefaultSendfileMax(t *testing.T) {
+// TestSendfileMaxAuto: cache.sendfile_max_size defaults to auto, which is
+// no bound for copies in sendfile_dir and the memfd measurement (one of
+// its two bounds, taken once per process) otherwise; a size given wins;
+// "auto" is refused for sizes that have no automatic value.
+func TestSendfileMaxAuto(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("Linux only")
 	}
@@ -172,14 +177,50 @@ func TestDefaultSendfileMax(t *testing.T) {
 		}
 		t.Logf("sendfile of 256 KiB cheaper than a write: %v", wins)
 	}
-	got := defaultSendfileMax()
-	if got != 0 && got != 768<<10 {
-		t.Fatalf("default %d, want 0 or 768 KiB", got)
+	measured := memfdSendfileMax()
+	if measured != 0 && measured != 768<<10 {
+		t.Fatalf("memfd bound %d, want 0 or 768 KiB", measured)
 	}
-	if again := defaultSendfileMax(); again != got {
-		t.Errorf("measured again: %d then %d", got, again)
+	if again := memfdSendfileMax(); again != measured {
+		t.Errorf("measured again: %d then %d", measured, again)
 	}
-	if cfg := DefaultConfig(); cfg.Cache.SendfileMaxSize != got {
-		t.Errorf("DefaultConfig has %d, measured %d", cfg.Cache.SendfileMaxSize, got)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, yaml string
+		want       Size
+		err        string
+	}{
+		{"default, memfd", "", measured, ""},
+		{"default, dir", "sendfile_dir: " + dir, 0, ""},
+		{"auto, dir", "sendfile_dir: " + dir + "\n  sendfile_max_size: auto", 0, ""},
+		{"given, dir", "sendfile_dir: " + dir + "\n  sendfile_max_size: 512KiB", 512 << 10, ""},
+		{"given 0, memfd", "sendfile_max_size: 0", 0, ""},
+		{"auto elsewhere", "max_object_size: auto", 0, "test.yaml:4"},
+		{"below the minimum", "sendfile_max_size: 1KiB", 0, "cache.sendfile_max_size"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			text := "listeners:\n  - address: 127.0.0.1:0\ncache:\n  " + tc.yaml + "\n" +
+				"distributions:\n  - name: d\n    domains: [\"*\"]\n    origins: [{name: o, url: \"http://127.0.0.1:9\"}]\n    default_behavior: {origin: o}\n"
+			_, err := config.Decode("test.yaml", []byte(text), cfg)
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one naming %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Cache.sendfileMax(); got != tc.want {
+				t.Errorf("sendfile bound %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if out, err := yaml.Marshal(DefaultConfig().Cache); err != nil || !strings.Contains(string(out), "sendfile_max_size: auto") {
+		t.Errorf("default printed as %q (%v), want sendfile_max_size: auto", out, err)
 	}
 }

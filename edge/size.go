@@ -20,6 +20,10 @@ var sizeUnits = []struct {
 	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
 }
 
+// SizeAuto is the value of a size whose default edged works out itself
+// (cache.sendfile_max_size), written "auto".
+const SizeAuto Size = -1
+
 // ParseSize parses a Size.
 func ParseSize(s string) (Size, error) {
 	s = strings.TrimSpace(s)
@@ -42,6 +46,9 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("line %d: size must be a scalar like 64KiB", n.Line)
 	}
+	if *s == SizeAuto && n.Value == "auto" {
+		return nil // only where auto is the default
+	}
 	v, err := ParseSize(n.Value)
 	if err != nil {
 		return fmt.Errorf("line %d: %v", n.Line, err)
@@ -54,6 +61,9 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 func (s Size) MarshalYAML() (any, error) { return s.String(), nil }
 
 func (s Size) String() string {
+	if s == SizeAuto {
+		return "auto"
+	}
 	n := int64(s)
 	for _, u := range []struct {
 		suffix string

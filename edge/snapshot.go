@@ -157,7 +157,7 @@ func build(cfg *Config, m *metrics) (*snapshot, error) {
 		exact:       map[string]*dist{},
 		maxObject:   int64(cfg.Cache.MaxObjectSize),
 		sendfile:    int64(cfg.Cache.SendfileMinSize),
-		sendfileMax: int64(cfg.Cache.SendfileMaxSize),
+		sendfileMax: int64(cfg.Cache.sendfileMax()),
 		sendfileDir: cfg.Cache.SendfileDir,
 		maxURL:      cfg.Limits.MaxURLLength,
 		maxBody:     int64(cfg.Limits.MaxBodySize),
