@@ -21,6 +21,7 @@ import (
 	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/internal/app"
 	"github.com/edgestack/edgestack/internal/config"
+	"github.com/edgestack/edgestack/internal/h2"
 )
 
 // Config is edged's configuration.
@@ -35,6 +36,9 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Timeouts of viewer connections.
 	Timeouts Timeouts `yaml:"timeouts"`
+	// HTTP2 picks and sizes the HTTP/2 server of the TLS listeners
+	// (internal/h2): server edgestack (default) or net/http.
+	HTTP2 h2.Config `yaml:"http2"`
 	// AccessLog writes one line per viewer request. Default: off.
 	AccessLog AccessLog `yaml:"access_log"`
 	// GeoSets name CIDR sets for geo restriction ("eu": [...]). Default: none.
@@ -294,6 +298,7 @@ func DefaultConfig() *Config {
 			Idle: config.Duration(120 * time.Second),
 		},
 		AccessLog: AccessLog{Format: "json"},
+		HTTP2:     h2.Config{Server: h2.ServerEdgestack, MaxConcurrentStreams: 250},
 	}
 }
 
@@ -301,7 +306,7 @@ var viewerProtocols = []string{"", "allow", "redirect-to-https", "https-only"}
 
 // Validate reports every problem.
 func (c *Config) Validate() error {
-	errs := []error{c.Base.Validate()}
+	errs := []error{c.Base.Validate(), c.HTTP2.Validate("http2")}
 	if len(c.Listeners) == 0 {
 		errs = append(errs, config.Errorf("listeners", "at least one listener is needed"))
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgestack/edgestack/internal/accesslog"
+	"github.com/edgestack/edgestack/internal/h2"
 	"github.com/edgestack/edgestack/internal/httpguard"
 	"github.com/edgestack/edgestack/internal/sockio"
 	"github.com/edgestack/edgestack/internal/wbatch"
@@ -49,6 +50,9 @@ type fastServer struct {
 	// full is the handler chain net/http serves, for the requests served
 	// in place (inline.go); nil hands every non-hit over.
 	full http.Handler
+	// h2 serves the connections that negotiate HTTP/2; nil hands them to
+	// net/http with the rest.
+	h2 *h2.Server
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -133,6 +137,15 @@ func (f *fastServer) serveConn(raw net.Conn) {
 		tc, h1 := f.handshake(raw)
 		switch {
 		case tc == nil:
+			return
+		case !h1 && f.h2 != nil && tc.ConnectionState().NegotiatedProtocol == "h2":
+			// Out of conns: close's deadline poke is for HTTP/1.1
+			// connections; HTTP/2 ones get a GOAWAY from h2's Shutdown.
+			f.mu.Lock()
+			delete(f.conns, raw)
+			f.mu.Unlock()
+			st := tc.ConnectionState()
+			f.h2.ServeConn(tc, h2.ConnOpts{TLS: &st})
 			return
 		case !h1:
 			f.handoff.push(tc)
@@ -317,7 +330,11 @@ func (f *fastServer) handshake(raw net.Conn) (tc *tls.Conn, h1 bool) {
 	case "", "http/1.1":
 		return tc, true
 	case "h2":
-		wbatch.Enable(wc)
+		if f.h2 == nil {
+			// net/http's server flushes each response on its own;
+			// internal/h2 batches its writes itself.
+			wbatch.Enable(wc)
+		}
 	}
 	return tc, false
 }

@@ -60,6 +60,9 @@ type reqState struct {
 	bytes    int64
 	code     int
 	depth    int // error-page recursion guard
+	// inlineOnly: answer only what needs no origin (ServeInline);
+	// declined says the request was left unanswered for that reason.
+	inlineOnly, declined bool
 }
 
 // ServeHTTP serves one viewer request.
@@ -70,6 +73,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.log != nil {
 		h.accessLog(&st)
 	}
+}
+
+// ServeInline answers r when that needs no origin request — a fresh or
+// stale-while-revalidate hit, a refusal, a redirect — and reports whether
+// it did; otherwise it writes nothing and returns false. The HTTP/2
+// server (internal/h2) offers it each body-less request on the
+// connection's own goroutine before starting one for the request.
+func (h *Handler) ServeInline(w http.ResponseWriter, r *http.Request) bool {
+	s := h.snap.Load()
+	st := reqState{r: r, s: s, now: time.Now(), inlineOnly: true}
+	h.serve(w, &st)
+	if st.declined {
+		return false
+	}
+	if s.log != nil {
+		h.accessLog(&st)
+	}
+	return true
 }
 
 func (h *Handler) serve(w http.ResponseWriter, st *reqState) {
@@ -129,6 +150,10 @@ func (h *Handler) serve(w http.ResponseWriter, st *reqState) {
 		r = &r2
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if st.inlineOnly {
+			st.declined = true
+			return
+		}
 		h.pass(w, st, true)
 		return
 	}
@@ -182,6 +207,10 @@ func (h *Handler) logEntry(st *reqState) accesslog.Entry {
 // cached serves a GET or HEAD through the cache.
 func (h *Handler) cached(w http.ResponseWriter, st *reqState) {
 	e, key2 := h.lookup(st.key, st.r)
+	if st.inlineOnly && !h.deliverable(st, e) {
+		st.declined = true
+		return
+	}
 	if e != nil && !e.HitForMiss {
 		age := e.Age(st.now)
 		if age < e.Fresh {
@@ -204,6 +233,20 @@ func (h *Handler) cached(w http.ResponseWriter, st *reqState) {
 	}
 	// A miss, or a hit-for-miss marker (fetched without coalescing).
 	h.fetchAndServe(w, st, e, key2)
+}
+
+// deliverable says whether cached serves e without an origin request: a
+// fresh hit, or a stale one within stale-while-revalidate (revalidated in
+// the background), with no custom error page to fetch.
+func (h *Handler) deliverable(st *reqState, e *cache.Entry) bool {
+	if e == nil || e.HitForMiss {
+		return false
+	}
+	if er, ok := st.b.errors[e.Status]; ok && er.page != "" && e.Status >= 400 {
+		return false
+	}
+	age := e.Age(st.now)
+	return age < e.Fresh || (!e.NoStale && age < e.Fresh+e.SWR)
 }
 
 // lookup finds the entry for key, resolving a Vary marker to the variant

@@ -21,6 +21,7 @@ import (
 	"github.com/edgestack/edgestack/edge/cache"
 	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/internal/app"
+	"github.com/edgestack/edgestack/internal/h2"
 	"github.com/edgestack/edgestack/internal/httpguard"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -219,6 +220,9 @@ func (s *Service) Start(ctx context.Context) error {
 		fs.guard = guardOpts
 		fs.read = cfg.Timeouts.Read.D()
 		fs.full = handler
+		if l.TLS != nil && cfg.HTTP2.Own() {
+			fs.h2 = s.h2Server(cfg, handler)
+		}
 		if l.TLS != nil {
 			fs.tlsConf = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12,
 				NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}}
@@ -340,9 +344,18 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	servers := append([]*http.Server(nil), s.servers...)
 	fast := append([]*fastServer(nil), s.fast...)
 	s.mu.Unlock()
+	var h2wg sync.WaitGroup
 	for _, f := range fast {
 		f.close()
+		if f.h2 != nil {
+			h2wg.Add(1)
+			go func() {
+				defer h2wg.Done()
+				_ = f.h2.Shutdown(ctx) // GOAWAY; in-flight streams finish
+			}()
+		}
 	}
+	defer h2wg.Wait()
 	var errs []error
 	for _, srv := range servers {
 		if err := srv.Shutdown(ctx); err != nil {
@@ -366,6 +379,28 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// h2Server is the HTTP/2 server of one TLS listener: handler serves every
+// request; fresh hits (Handler.ServeInline) are answered on the
+// connection's own goroutine.
+func (s *Service) h2Server(cfg *Config, handler http.Handler) *h2.Server {
+	challenges := len(s.sources) > 0
+	return &h2.Server{
+		Handler: handler,
+		Inline: func(w http.ResponseWriter, r *http.Request) bool {
+			if httpguard.Marked(r.Header) || (challenges && strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/")) {
+				return false
+			}
+			return s.h.ServeInline(w, r)
+		},
+		MaxConcurrentStreams: cfg.HTTP2.MaxConcurrentStreams,
+		MaxHeaderBytes:       int(cfg.Limits.MaxHeaderBytes),
+		IdleTimeout:          cfg.Timeouts.Idle.D(),
+		ReadTimeout:          cfg.Timeouts.ReadHeader.D(),
+		WriteTimeout:         cfg.Timeouts.Write.D(),
+		Logger:               s.log.With("component", "h2"),
+	}
 }
 
 // certSet holds the static certificates by name.

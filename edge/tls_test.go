@@ -42,6 +42,13 @@ func writeCert(t *testing.T, dir, name string, dnsNames ...string) (string, stri
 }
 
 func TestTLSListener(t *testing.T) {
+	// Both HTTP/2 servers: internal/h2 (default) and net/http's.
+	for _, server := range []string{"edgestack", "net/http"} {
+		t.Run(strings.ReplaceAll(server, "/", "_"), func(t *testing.T) { testTLSListener(t, server) })
+	}
+}
+
+func testTLSListener(t *testing.T, h2server string) {
 	dir := t.TempDir()
 	c1, k1 := writeCert(t, dir, "a", "a.example.test")
 	c2, k2 := writeCert(t, dir, "b", "*.b.example.test")
@@ -56,12 +63,13 @@ func TestTLSListener(t *testing.T) {
         - {cert_file: %s, key_file: %s}
         - {cert_file: %s, key_file: %s}
 cache: {max_size: 8MiB, max_object_size: 1MiB}
+http2: {server: %s}
 distributions:
   - name: d
     domains: ["*"]
     origins: [{name: o, url: "%s"}]
     default_behavior: {origin: o, viewer_protocol: https-only, default_ttl: 0s}
-`, c1, k1, c2, k2, o.URL), nil)
+`, c1, k1, c2, k2, h2server, o.URL), nil)
 	addr := te.svc.Addrs()[0].String()
 	for _, c := range []struct{ sni, wantCN string }{
 		{"a.example.test", "a.example.test"},

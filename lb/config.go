@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgestack/edgestack/internal/app"
 	"github.com/edgestack/edgestack/internal/config"
+	"github.com/edgestack/edgestack/internal/h2"
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
 )
@@ -43,6 +44,10 @@ type Config struct {
 	// AccessLog writes one line per HTTP request, per finished L4
 	// connection and per ended UDP flow.
 	AccessLog AccessLogConfig `yaml:"access_log"`
+	// HTTP2 picks and sizes the HTTP/2 server of the https listeners
+	// (internal/h2): server edgestack (default) or net/http. Applies to
+	// listeners bound after it changes (a reload rebinds changed ones).
+	HTTP2 h2.Config `yaml:"http2"`
 }
 
 // CertStoreConfig locates certd's certificates.
@@ -153,7 +158,7 @@ type CertPair struct {
 
 // DefaultConfig returns lbd's defaults.
 func DefaultConfig() *Config {
-	return &Config{Base: app.DefaultBase("127.0.0.1:9104")}
+	return &Config{Base: app.DefaultBase("127.0.0.1:9104"), HTTP2: h2.Config{Server: h2.ServerEdgestack, MaxConcurrentStreams: 250}}
 }
 
 // withDefaults returns l with defaults applied.
@@ -186,7 +191,7 @@ func (l ListenerConfig) isHTTP() bool { return l.Protocol == ProtoHTTP || l.Prot
 
 // Validate reports every problem.
 func (c *Config) Validate() error {
-	errs := []error{c.Base.Validate()}
+	errs := []error{c.Base.Validate(), c.HTTP2.Validate("http2")}
 	groups := map[string]targetgroup.Config{}
 	for i, g := range c.TargetGroups {
 		p := "target_groups[" + strconv.Itoa(i) + "]"

@@ -403,6 +403,7 @@ func (s *Service) bind(l *listener) error {
 			BytesIn: s.httpBytes.WithLabelValues(name, "in"), BytesOut: s.httpBytes.WithLabelValues(name, "out"),
 			OnReject:  func(r httpguard.Result) { s.rejected.WithLabelValues(name, r.Reason).Inc() },
 			AccessLog: s.alog,
+			HTTP2:     s.cfg.Load().HTTP2,
 		}
 		switch {
 		case lc.Protocol == ProtoHTTPS && l.fast:

@@ -436,6 +436,13 @@ func Wrap(next http.Handler, opts Options) http.Handler {
 	})
 }
 
+// Marked says whether h carries the guard's marker: such a request is
+// answered by Wrap's handler (the guard's 400), never by a shortcut past it.
+func Marked(h http.Header) bool {
+	_, ok := h[markerHeader]
+	return ok
+}
+
 // refuseMarked answers a request that carries the guard's marker. It is
 // kept out of Wrap's handler, whose frame every request pays for (536
 // bytes with it inline, 64 without), on goroutines such as HTTP/2's

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgestack/edgestack/internal/accesslog"
+	"github.com/edgestack/edgestack/internal/h2"
 	"github.com/edgestack/edgestack/internal/httpguard"
 	"github.com/edgestack/edgestack/internal/sockio"
 	"github.com/edgestack/edgestack/internal/wbatch"
@@ -46,7 +47,9 @@ type ServerOptions struct {
 	// client connections, TLS records included (optional; counted only
 	// with Active).
 	BytesIn, BytesOut interface{ Add(float64) }
-	Logger            *slog.Logger
+	// HTTP2 picks the HTTP/2 server: internal/h2 (default) or x/net's.
+	HTTP2  h2.Config
+	Logger *slog.Logger
 }
 
 // Server is one listener's HTTP front end: every HTTP/1.1 connection goes
@@ -55,7 +58,8 @@ type ServerOptions struct {
 type Server struct {
 	opts  ServerOptions
 	h1    *http.Server
-	h2    *http2.Server
+	h2    *http2.Server // when HTTP2 picks net/http's
+	own   *h2.Server    // when it picks internal/h2
 	conns chan net.Conn // handshaken HTTP/1.1 TLS connections for h1
 	fast  *FastServer   // HTTP/1.1 over TLS, when opts.Fast is set
 	ln    net.Listener
@@ -81,9 +85,21 @@ func NewServer(handler http.Handler, opts ServerOptions) *Server {
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
+	if opts.TLS != nil && opts.HTTP2.Own() {
+		s.own = &h2.Server{
+			Handler:              s.h1.Handler,
+			MaxConcurrentStreams: opts.HTTP2.MaxConcurrentStreams,
+			MaxHeaderBytes:       opts.MaxHeaderBytes,
+			IdleTimeout:          opts.IdleTimeout,
+			ReadTimeout:          opts.ReadHeaderTimeout,
+			Logger:               opts.Logger,
+		}
+	}
 	if opts.TLS != nil {
-		s.h2 = &http2.Server{IdleTimeout: opts.IdleTimeout, MaxReadFrameSize: 1 << 20}
-		_ = http2.ConfigureServer(s.h1, s.h2) // graceful h2 shutdown with h1's
+		if s.own == nil {
+			s.h2 = &http2.Server{IdleTimeout: opts.IdleTimeout, MaxReadFrameSize: 1 << 20}
+			_ = http2.ConfigureServer(s.h1, s.h2) // graceful h2 shutdown with h1's
+		}
 		s.conns = make(chan net.Conn)
 		if opts.Fast != nil {
 			s.fast = NewFastServer(opts.Fast, opts)
@@ -137,7 +153,7 @@ func (s *Server) acceptTLS(ln net.Listener, guardOpts httpguard.Options) {
 func (s *Server) handshake(c net.Conn, guardOpts httpguard.Options) {
 	defer s.wg.Done()
 	wc := wbatch.NewConn(c)
-	wc.Disable() // until HTTP/2 is negotiated
+	wc.Disable() // until HTTP/2 is negotiated (net/http's server)
 	tc := tls.Server(wc, s.opts.TLS)
 	hsTimeout := s.opts.ReadHeaderTimeout
 	if hsTimeout <= 0 {
@@ -152,9 +168,11 @@ func (s *Server) handshake(c net.Conn, guardOpts httpguard.Options) {
 		return
 	}
 	if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
-		// Batch its writes (internal/wbatch): the HTTP/2 server flushes
-		// each response on its own.
-		wbatch.Enable(wc)
+		if s.own == nil {
+			// Batch its writes (internal/wbatch): net/http's HTTP/2 server
+			// flushes each response on its own; internal/h2 batches itself.
+			wbatch.Enable(wc)
+		}
 		s.mu.Lock()
 		if s.quit.Load() {
 			s.mu.Unlock()
@@ -163,7 +181,12 @@ func (s *Server) handshake(c net.Conn, guardOpts httpguard.Options) {
 		}
 		s.h2c[tc] = struct{}{}
 		s.mu.Unlock()
-		s.h2.ServeConn(tc, &http2.ServeConnOpts{Handler: s.h1.Handler, BaseConfig: s.h1})
+		if s.own != nil {
+			st := tc.ConnectionState()
+			s.own.ServeConn(tc, h2.ConnOpts{TLS: &st})
+		} else {
+			s.h2.ServeConn(tc, &http2.ServeConnOpts{Handler: s.h1.Handler, BaseConfig: s.h1})
+		}
 		s.mu.Lock()
 		delete(s.h2c, tc)
 		s.mu.Unlock()
@@ -187,7 +210,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.fast != nil {
 		go func() { _ = s.fast.Shutdown(ctx) }()
 	}
-	err := s.h1.Shutdown(ctx) // also sends GOAWAY on h2 connections
+	if s.own != nil {
+		go func() { _ = s.own.Shutdown(ctx) }() // GOAWAY; streams in flight finish
+	}
+	err := s.h1.Shutdown(ctx) // also sends GOAWAY on x/net's h2 connections
 	waited := make(chan struct{})
 	go func() { s.wg.Wait(); close(waited) }()
 	select {
