@@ -157,18 +157,15 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 		st.ended = true
 	} else {
 		r.Body, r.ContentLength = &body{st: st}, st.declared
-		for _, v := range header["Trailer"] {
-			for _, k := range strings.Split(v, ",") {
-				k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))
-				switch k {
-				case "", "Transfer-Encoding", "Trailer", "Content-Length":
-					continue
-				}
-				if st.trailer == nil {
-					st.trailer = http.Header{}
-				}
-				st.trailer[k] = nil
+		for _, k := range declaredTrailers(header["Trailer"], nil) {
+			switch k {
+			case "Transfer-Encoding", "Trailer", "Content-Length":
+				continue
 			}
+			if st.trailer == nil {
+				st.trailer = http.Header{}
+			}
+			st.trailer[k] = nil
 		}
 		r.Trailer = st.trailer
 	}
@@ -231,6 +228,19 @@ func (b *body) Close() error {
 		st.bodyCond.Broadcast()
 	}
 	return nil
+}
+
+// declaredTrailers appends to keys the canonical field names a Trailer
+// field's values list.
+func declaredTrailers(values, keys []string) []string {
+	for _, v := range values {
+		for _, k := range strings.Split(v, ",") {
+			if k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k)); k != "" {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
 }
 
 // canonicalKey is textproto's canonical form of a lower-case field name,

@@ -25,7 +25,6 @@ const bodyBuffer = 16 << 10
 // responseWriter is a stream's http.ResponseWriter.
 type responseWriter struct {
 	st          *stream
-	req         *http.Request
 	inline      bool // on the reading goroutine: never wait for a window
 	h           http.Header
 	status      int
@@ -41,7 +40,7 @@ type responseWriter struct {
 }
 
 func (st *stream) newWriter(req *http.Request, inline bool) *responseWriter {
-	return &responseWriter{st: st, req: req, inline: inline, declared: -1, isHead: req.Method == "HEAD"}
+	return &responseWriter{st: st, inline: inline, declared: -1, isHead: req.Method == "HEAD"}
 }
 
 // release undoes an Inline call that declined the request.
@@ -165,13 +164,7 @@ func (w *responseWriter) sendHeaderLocked(end bool, next []byte) error {
 		}
 		h["Content-Type"] = []string{http.DetectContentType(sniff)}
 	}
-	for _, v := range h["Trailer"] {
-		for _, k := range strings.Split(v, ",") {
-			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
-				w.trailerKeys = append(w.trailerKeys, k)
-			}
-		}
-	}
+	w.trailerKeys = declaredTrailers(h["Trailer"], w.trailerKeys)
 	buf := w.buf
 	w.buf = nil
 	if err := st.sc.writeHeadersLocked(st, w.status, h, w.trailerKeys, end && len(buf) == 0); err != nil {
@@ -335,14 +328,10 @@ func (w *responseWriter) trailers() http.Header {
 	}
 	keys := w.trailerKeys
 	if !w.sentHeader {
-		for _, v := range w.h["Trailer"] {
-			for _, k := range strings.Split(v, ",") {
-				keys = append(keys, http.CanonicalHeaderKey(strings.TrimSpace(k)))
-			}
-		}
+		keys = declaredTrailers(w.h["Trailer"], nil)
 	}
 	for _, k := range keys {
-		if vv, ok := w.h[k]; ok && k != "" {
+		if vv, ok := w.h[k]; ok {
 			if t == nil {
 				t = http.Header{}
 			}
