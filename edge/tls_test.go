@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -274,4 +275,67 @@ distributions:
 		t.Errorf("negotiated %q, want acme-tls/1", p)
 	}
 	c.Close()
+}
+
+// TestHTTP2ShutdownFinishesInFlight: Shutdown sends HTTP/2 connections a
+// GOAWAY and lets the request in flight (a miss at a slow origin, on a
+// handler goroutine of internal/h2) finish before it returns.
+func TestHTTP2ShutdownFinishesInFlight(t *testing.T) {
+	dir := t.TempDir()
+	c, k := writeCert(t, dir, "a", "a.example.test")
+	started := make(chan struct{})
+	var once sync.Once
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(started) })
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(w, "done")
+	})
+	te := startEdge(t, fmt.Sprintf(`listeners:
+  - name: https
+    address: 127.0.0.1:0
+    tls:
+      certificates: [{cert_file: %s, key_file: %s}]
+cache: {max_size: 8MiB, max_object_size: 1MiB}
+distributions:
+  - name: d
+    domains: ["*"]
+    origins: [{name: o, url: "%s"}]
+    default_behavior: {origin: o}
+`, c, k, o.URL), nil)
+	addr := te.svc.Addrs()[0].String()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "a.example.test", InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	type result struct {
+		proto, body string
+		code        int
+		err         error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := cl.Get("https://" + addr + "/slow")
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- result{proto: resp.Proto, body: string(b), code: resp.StatusCode, err: err}
+	}()
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not reach the origin")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- te.svc.Shutdown(ctx) }()
+	r := <-got
+	if r.err != nil || r.code != 200 || r.body != "done" || r.proto != "HTTP/2.0" {
+		t.Fatalf("in-flight request: %+v, want HTTP/2.0 200 done", r)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
 }
