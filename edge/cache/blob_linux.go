@@ -20,6 +20,16 @@ type Blob struct {
 	refs atomic.Int64
 }
 
+// blobWrite is the largest write that fills a blob. On a disk filesystem
+// the page cache sizes a file's folios by the writes that filled it: one
+// write of a megabyte makes a few large folios, and every sendfile of the
+// file takes and drops a reference on the same one or two of them, from
+// both cores at once when the object is popular. In 64 KiB writes, 1 MiB
+// hits took 150-161 µs of CPU against 157-179 written whole (five
+// alternating rounds of wrk -c32, all five the same way; 16 and 256 KiB
+// measured like 64).
+const blobWrite = 64 << 10
+
 // NewBlob copies body into a memfd, or, when dir is set, into an unnamed
 // temporary file in dir (O_TMPFILE); nil when that fails (the body is
 // then sent from memory as usual).
@@ -29,7 +39,7 @@ func NewBlob(dir string, body []byte) *Blob {
 		return nil
 	}
 	for off := 0; off < len(body); {
-		n, err := unix.Write(fd, body[off:])
+		n, err := unix.Write(fd, body[off:min(len(body), off+blobWrite)])
 		if err != nil || n <= 0 {
 			unix.Close(fd)
 			return nil
