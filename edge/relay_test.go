@@ -167,6 +167,15 @@ func passRelayMatchesFullPath(t *testing.T, compress bool) {
 		if c.path == "/fields" && !reflect.DeepEqual(got.header["Age"], []string{"7"}) {
 			t.Errorf("%s: Age %q", c.name, got.header["Age"])
 		}
+		// Age counts from the origin's Date, whole seconds: the two
+		// requests may fall on either side of a second's boundary.
+		if ga, wa := got.header.Get("Age"), want.header.Get("Age"); ga != wa {
+			g, gerr := strconv.Atoi(ga)
+			w, werr := strconv.Atoi(wa)
+			if gerr == nil && werr == nil && (g-w == 1 || w-g == 1) {
+				want.header["Age"] = got.header["Age"]
+			}
+		}
 		if !reflect.DeepEqual(got.header, want.header) {
 			t.Errorf("%s: fields differ\nrelayed:      %v\nfull handler: %v", c.name, got.header, want.header)
 		}

@@ -615,10 +615,19 @@ func (sc *conn) maybeRemoveLocked(st *stream) {
 
 // endLocked marks a stream's response complete. A client still sending
 // its request is asked to stop (RST_STREAM NO_ERROR, RFC 9113 8.1).
+//
+// The response leaves in a write of its own first: curl 7.88 (Debian 12's)
+// fails a stream (error 92) whose RST_STREAM comes in the same TLS record
+// as its END_STREAM, and net/http's server, which writes them apart, never
+// shows it that. flushAllLocked releases mu; the client may have finished
+// meanwhile.
 func (sc *conn) endLocked(st *stream) {
 	if !st.remoteDone {
-		sc.resetLocked(st, http2.ErrCodeNo)
-		return
+		sc.flushAllLocked()
+		if !st.remoteDone {
+			sc.resetLocked(st, http2.ErrCodeNo)
+			return
+		}
 	}
 	sc.maybeRemoveLocked(st)
 }
