@@ -398,6 +398,7 @@ func (s *Service) h2Server(cfg *Config, handler http.Handler) *h2.Server {
 		MaxHeaderBytes:       int(cfg.Limits.MaxHeaderBytes),
 		IdleTimeout:          cfg.Timeouts.Idle.D(),
 		ReadTimeout:          cfg.Timeouts.ReadHeader.D(),
+		BodyTimeout:          cfg.Timeouts.Read.D(),
 		WriteTimeout:         cfg.Timeouts.Write.D(),
 		Logger:               s.log.With("component", "h2"),
 	}

@@ -486,6 +486,9 @@ func (sc *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	sc.streams[id] = st
 	sc.disarmIdleLocked()
+	if d := sc.srv.BodyTimeout; d > 0 && !st.remoteDone {
+		st.bodyTimer = time.AfterFunc(d, func() { sc.bodyTimedOut(st) })
+	}
 	sc.mu.Unlock()
 	sc.run(st, req, f.StreamEnded())
 	return nil
@@ -548,6 +551,19 @@ func (sc *conn) runHandler(st *stream, req *http.Request) {
 	sc.srv.Handler.ServeHTTP(w, req)
 }
 
+// bodyTimedOut resets a stream whose body did not arrive within
+// BodyTimeout.
+func (sc *conn) bodyTimedOut(st *stream) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if st.ended || st.aborted != nil || sc.closed {
+		return
+	}
+	sc.srv.logger().Debug("HTTP/2 request body timed out", "remote", sc.remote, "stream", st.id)
+	sc.resetLocked(st, http2.ErrCodeCancel)
+	sc.flushSoonLocked()
+}
+
 // resetStream sends RST_STREAM for id, whether or not it is open.
 func (sc *conn) resetStream(id uint32, code http2.ErrCode) {
 	sc.mu.Lock()
@@ -595,6 +611,9 @@ func (sc *conn) maybeRemoveLocked(st *stream) {
 		return
 	}
 	delete(sc.streams, st.id)
+	if st.bodyTimer != nil {
+		st.bodyTimer.Stop()
+	}
 	if st.cancel != nil {
 		st.cancel() // the request's context ends with its stream
 	}

@@ -5,6 +5,9 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // TestRequestContextEnds: a request's context ends once its stream is
@@ -104,5 +107,39 @@ func TestInlinePanic(t *testing.T) {
 	}
 	if b := readBody(t, resp); string(b) != "handler" {
 		t.Errorf("after the panic: %q", b)
+	}
+}
+
+// TestBodyTimeout: a request body that stops arriving is cut off after
+// BodyTimeout: the handler's read fails and the client gets RST_STREAM
+// CANCEL; a body that arrives in time is read whole.
+func TestBodyTimeout(t *testing.T) {
+	readErr := make(chan error, 2)
+	ts := startTestServer(t, &Server{
+		BodyTimeout: 200 * time.Millisecond,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, err := io.ReadAll(r.Body)
+			readErr <- err
+			if err == nil {
+				w.Write(b)
+			}
+		}),
+	}, nil)
+	rc := dialRaw(t, ts.addr)
+	rc.headers(1, false, postReq("/stalled")...)
+	rc.data(1, false, []byte("part of it"))
+	if res := rc.await(1); !res.rst || res.code != http2.ErrCodeCancel {
+		t.Errorf("stalled body: %v, want RST_STREAM CANCEL\n%s", res, rc.transcript())
+	}
+	if err := recv(t, readErr, "the handler's read"); err == nil {
+		t.Error("the handler read a stalled body to its end")
+	}
+	rc.headers(3, false, postReq("/whole")...)
+	rc.data(3, true, []byte("all of it"))
+	if res := rc.wantResponse(3, 200); string(res.body) != "all of it" {
+		t.Errorf("body in time: %q", res.body)
+	}
+	if err := recv(t, readErr, "the second handler's read"); err != nil {
+		t.Errorf("a body in time: %v", err)
 	}
 }

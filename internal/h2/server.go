@@ -58,6 +58,11 @@ type Server struct {
 	// ReadTimeout bounds reading the client's preface and first SETTINGS.
 	// Default: 10s.
 	ReadTimeout time.Duration
+	// BodyTimeout bounds how long a request's body may take to arrive,
+	// from its HEADERS frame: a stream whose body is still incomplete then
+	// is reset (CANCEL) and its handler's reads fail, as net/http's
+	// ReadTimeout does for HTTP/2 streams. Default: 0, none.
+	BodyTimeout time.Duration
 	// WriteTimeout closes a connection whose peer does not take a write
 	// within it. Default: 30s.
 	WriteTimeout time.Duration

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -35,6 +36,7 @@ type stream struct {
 	endSent     bool // END_STREAM sent
 	aborted     error
 	cancel      context.CancelFunc
+	bodyTimer   *time.Timer // BodyTimeout, while the body is arriving
 	trailer     http.Header // declared request trailers (the Request's)
 	gotTrailer  http.Header // their values, until the body's EOF
 }
