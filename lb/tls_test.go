@@ -47,9 +47,17 @@ func writeCert(t *testing.T, dir, base string, names ...string) (string, string,
 	return cp, kp, c
 }
 
-func TestHTTPS(t *testing.T) { engines(t, testHTTPS) }
+// TestHTTPS runs with both HTTP/2 servers (internal/h2, the default, and
+// x/net's) and both HTTP/1.1 engines.
+func TestHTTPS(t *testing.T) {
+	for _, server := range []string{"edgestack", "net/http"} {
+		t.Run(strings.ReplaceAll(server, "/", "_"), func(t *testing.T) {
+			engines(t, func(t *testing.T) { testHTTPS(t, server) })
+		})
+	}
+}
 
-func testHTTPS(t *testing.T) {
+func testHTTPS(t *testing.T, h2server string) {
 	dir := t.TempDir()
 	c1, k1, x1 := writeCert(t, dir, "one", "one.test")
 	c2, k2, x2 := writeCert(t, dir, "two", "*.two.test")
@@ -65,6 +73,7 @@ func testHTTPS(t *testing.T) {
 	h := startLB(t, `
 admin:
   listen: 127.0.0.1:0
+http2: {server: `+h2server+`}
 target_groups:
   - name: web
     targets: [{address: "`+b.addr+`"}]
