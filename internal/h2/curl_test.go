@@ -2,9 +2,7 @@ package h2
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,15 +28,7 @@ func TestCurlEarlyAnswer(t *testing.T) {
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}}
 	ts := startTestServer(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too large", http.StatusRequestEntityTooLarge) // the body unread
-	})}, func(c net.Conn) (net.Conn, ConnOpts, error) {
-		tc := tls.Server(c, cfg)
-		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		defer cancel()
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, ConnOpts{}, err
-		}
-		return tc, ConnOpts{}, nil
-	})
+	})}, tlsHandshake(cfg))
 	upload := filepath.Join(t.TempDir(), "upload")
 	if err := os.WriteFile(upload, make([]byte, 8<<20), 0o600); err != nil {
 		t.Fatal(err)

@@ -854,6 +854,23 @@ func selfSigned(tb testing.TB) (tls.Certificate, *x509.CertPool) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
 
+// tlsHandshake is startTestServer's prepare for TLS: each connection is
+// handshaken with cfg and must negotiate h2.
+func tlsHandshake(cfg *tls.Config) func(net.Conn) (net.Conn, ConnOpts, error) {
+	return func(c net.Conn) (net.Conn, ConnOpts, error) {
+		tc := tls.Server(c, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, ConnOpts{}, err
+		}
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+			return nil, ConnOpts{}, fmt.Errorf("ALPN %q", p)
+		}
+		return tc, ConnOpts{}, nil
+	}
+}
+
 // TestTLS: over TLS with ALPN h2, the handler sees the connection's TLS
 // state, taken from the *tls.Conn ServeConn got.
 func TestTLS(t *testing.T) {
@@ -868,18 +885,7 @@ func TestTLS(t *testing.T) {
 		}
 		seen <- seeRequest(r)
 		io.WriteString(w, "secure")
-	})}, func(c net.Conn) (net.Conn, ConnOpts, error) {
-		tc := tls.Server(c, cfg)
-		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		defer cancel()
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, ConnOpts{}, err
-		}
-		if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
-			return nil, ConnOpts{}, fmt.Errorf("ALPN %q", p)
-		}
-		return tc, ConnOpts{}, nil
-	})
+	})}, tlsHandshake(cfg))
 	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	t.Cleanup(tr.CloseIdleConnections)
 	client := &http.Client{Transport: tr, Timeout: testTimeout}
