@@ -502,11 +502,7 @@ func (sc *conn) run(st *stream, req *http.Request, noBody bool) {
 		taken, panicked := sc.tryInline(w, req)
 		switch {
 		case panicked:
-			sc.mu.Lock()
-			sc.resetLocked(st, http2.ErrCodeInternal)
-			st.handlerDone = true
-			sc.maybeRemoveLocked(st)
-			sc.mu.Unlock()
+			sc.abandon(st)
 			return
 		case taken:
 			w.finish()
@@ -538,17 +534,22 @@ func (sc *conn) runHandler(st *stream, req *http.Request) {
 			if p != errAbortHandler {
 				sc.srv.logger().Error("HTTP/2 handler panicked", "remote", sc.remote, "url", req.URL.String(), "panic", p)
 			}
-			sc.mu.Lock()
-			sc.resetLocked(st, http2.ErrCodeInternal)
-			st.handlerDone = true
-			sc.maybeRemoveLocked(st)
-			sc.flushSoonLocked()
-			sc.mu.Unlock()
+			sc.abandon(st)
 			return
 		}
 		w.finish()
 	}()
 	sc.srv.Handler.ServeHTTP(w, req)
+}
+
+// abandon ends a stream whose handler panicked: RST_STREAM INTERNAL_ERROR.
+func (sc *conn) abandon(st *stream) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.resetLocked(st, http2.ErrCodeInternal)
+	st.handlerDone = true
+	sc.maybeRemoveLocked(st)
+	sc.flushSoonLocked()
 }
 
 // bodyTimedOut resets a stream whose body did not arrive within

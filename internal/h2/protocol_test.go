@@ -1566,22 +1566,13 @@ func TestRequestContextEndsWithConnection(t *testing.T) {
 // TestRequestContextEndsWithRSTStream: RST_STREAM from the client ends the
 // request's context and fails its body, and the connection goes on.
 func TestRequestContextEndsWithRSTStream(t *testing.T) {
-	type outcome struct{ ctxErr, readErr error }
 	started := make(chan struct{}, 1)
-	ended := make(chan outcome, 1)
+	ended := make(chan cancelOutcome, 1)
+	wait := awaitCancel(started, ended)
 	ts := startTestServer(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/wait" {
-			return
+		if r.URL.Path == "/wait" {
+			wait(w, r)
 		}
-		started <- struct{}{}
-		var o outcome
-		select {
-		case <-r.Context().Done():
-			o.ctxErr = r.Context().Err()
-		case <-time.After(testTimeout):
-		}
-		_, o.readErr = io.ReadAll(r.Body)
-		ended <- o
 	})}, nil)
 	rc := dialRaw(t, ts.addr)
 	rc.headers(1, false, postReq("/wait")...)

@@ -948,26 +948,32 @@ func TestConnOpts(t *testing.T) {
 	}
 }
 
-// TestRequestContextCanceled: a request's context ends when the client
-// resets its stream, and its unread body then fails.
-func TestRequestContextCanceled(t *testing.T) {
-	type outcome struct {
-		ctxErr  error
-		readErr error
-	}
-	got := make(chan outcome, 1)
-	started := make(chan struct{}, 1)
-	ts := startTestServer(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// cancelOutcome is what awaitCancel's handler saw.
+type cancelOutcome struct{ ctxErr, readErr error }
+
+// awaitCancel is a handler that says it started, waits for its request's
+// context to end (at most testTimeout), then reads the body, and reports
+// both errors.
+func awaitCancel(started chan<- struct{}, ended chan<- cancelOutcome) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		started <- struct{}{}
-		var o outcome
+		var o cancelOutcome
 		select {
 		case <-r.Context().Done():
 			o.ctxErr = r.Context().Err()
 		case <-time.After(testTimeout):
 		}
 		_, o.readErr = io.ReadAll(r.Body)
-		got <- o
-	})}, nil)
+		ended <- o
+	}
+}
+
+// TestRequestContextCanceled: a request's context ends when the client
+// resets its stream, and its unread body then fails.
+func TestRequestContextCanceled(t *testing.T) {
+	got := make(chan cancelOutcome, 1)
+	started := make(chan struct{}, 1)
+	ts := startTestServer(t, &Server{Handler: awaitCancel(started, got)}, nil)
 	client, _ := testClient(t)
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -938,14 +938,19 @@ func (x *exchange) writeRequest(uc *upConn, now time.Time) error {
 	default:
 		w.WriteString("\r\n")
 	}
-	if r.chunked || r.contentLength > 0 || !uc.ReleasedWithin(now, connpool.QuietReuse) {
-		// A write error here is looked into (an early answer), so the
-		// request's end goes out now; so does a request on a connection
-		// that sat idle (its read must look for a close first).
+	return sendRequest(uc, w, !r.chunked && r.contentLength <= 0, now)
+}
+
+// sendRequest sends the request buffered in w, a writer to uc, whose
+// answer is read next. A body-less request on a connection busy until now
+// goes out with that read (sockio.FlushBeforeRead). A request with a body
+// goes out now: a write error is looked into (an early answer); so does a
+// request on a connection that sat idle (its read must look for a close
+// first).
+func sendRequest(uc *upConn, w *bufio.Writer, bodyless bool, now time.Time) error {
+	if !bodyless || !uc.ReleasedWithin(now, connpool.QuietReuse) {
 		return w.Flush()
 	}
-	// relayResponse reads the answer next: a body-less request on a
-	// connection busy until now goes out with that read.
 	return sockio.FlushBeforeRead(uc.Conn, w)
 }
 

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgestack/edgestack/internal/connpool"
-	"github.com/edgestack/edgestack/internal/sockio"
 	"github.com/edgestack/edgestack/lb/targetgroup"
 )
 
@@ -226,11 +224,7 @@ func (h *Handler) writePooledRequest(uc *upConn, r *http.Request, st *reqState) 
 	switch {
 	case r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0:
 		w.WriteString("\r\n")
-		if uc.ReleasedWithin(time.Now(), connpool.QuietReuse) {
-			// The answer is read next: a body-less request on a connection
-			// busy until now goes out with that read (as the fast engine's).
-			return sockio.FlushBeforeRead(uc.Conn, w)
-		}
+		return sendRequest(uc, w, true, time.Now())
 	case r.ContentLength > 0 && len(trailers) == 0:
 		w.WriteString("Content-Length: ")
 		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
