@@ -1754,3 +1754,78 @@ func TestHandlerPanic(t *testing.T) {
 		})
 	}
 }
+
+// TestExpectContinue: a request with Expect: 100-continue gets a 100
+// (Continue) when the handler first reads its body, and none when the
+// handler answers without reading it or the body has already arrived
+// (RFC 9110 10.1.1); the handler never sees the Expect field.
+func TestExpectContinue(t *testing.T) {
+	ts := startTestServer(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Expect", r.Header.Get("Expect"))
+		if r.URL.Path == "/reject" {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.Write(b)
+	})}, nil)
+	tests := []struct {
+		name      string
+		fields    []hpack.HeaderField
+		bodyFirst bool // the body is sent with the headers, not after the 100
+		status    int
+		interim   []int
+	}{
+		{"read", postReq("/read", "expect", "100-continue", "content-length", "5"), false, 200, []int{100}},
+		{"case and list", postReq("/read", "expect", "100-Continue, foo", "content-length", "5"), false, 200, []int{100}},
+		{"answered unread", postReq("/reject", "expect", "100-continue", "content-length", "5"), false, 413, nil},
+		{"body already here", postReq("/read", "expect", "100-continue", "content-length", "5"), true, 200, nil},
+		{"no expectation", postReq("/read", "content-length", "5"), true, 200, nil},
+		{"no body", getReq("/read", "expect", "100-continue"), false, 200, nil},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := dialRaw(t, ts.addr)
+			id := uint32(2*i + 1)
+			noBody := tt.fields[0].Value == "GET"
+			rc.headers(id, noBody, tt.fields...)
+			if tt.bodyFirst {
+				rc.data(id, true, []byte("hello"))
+			}
+			// Without the body the handler can only read on; wait for the
+			// stream's first HEADERS: a 100, then send the body as a
+			// client does, or the final answer.
+			var interim []int
+			if !tt.bodyFirst && !noBody {
+				f, err := rc.nextOf(id)
+				for err == nil && f.Type != http2.FrameHeaders {
+					f, err = rc.nextOf(id)
+				}
+				if err != nil {
+					t.Fatalf("no HEADERS: %v\n%s", err, rc.transcript())
+				}
+				if f.fields[0].Name == ":status" && f.fields[0].Value == "100" {
+					interim = append(interim, 100)
+					rc.data(id, true, []byte("hello"))
+				} else {
+					rc.aside = append([]rawFrame{f}, rc.aside...)
+				}
+			}
+			r := rc.await(id)
+			r.interim = append(interim, r.interim...)
+			if r.status != tt.status || !slices.Equal(r.interim, tt.interim) {
+				t.Fatalf("status %d interim %v, want %d %v\n%s", r.status, r.interim, tt.status, tt.interim, rc.transcript())
+			}
+			if v, _ := r.get("x-expect"); v != "" {
+				t.Errorf("the handler saw Expect: %q", v)
+			}
+			if tt.status == 200 && string(r.body) != "hello" && !noBody {
+				t.Errorf("body %q, want hello", r.body)
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -39,6 +40,10 @@ type stream struct {
 	bodyTimer   *time.Timer // BodyTimeout, while the body is arriving
 	trailer     http.Header // declared request trailers (the Request's)
 	gotTrailer  http.Header // their values, until the body's EOF
+	// needsContinue: the client sent Expect: 100-continue and waits for
+	// a 100 (Continue) before the body; the handler's first body read
+	// sends it, unless the final response went out first (RFC 9110 10.1.1).
+	needsContinue bool
 }
 
 // abortLocked fails the stream: its context, its body, its writes.
@@ -151,6 +156,12 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 		RemoteAddr: sc.remote,
 		TLS:        sc.tls,
 	}
+	// Met here, as net/http's servers do: a handler (or a proxy's target)
+	// never sees the expectation.
+	expectsContinue := httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue")
+	if expectsContinue {
+		delete(header, "Expect")
+	}
 	if st.remoteDone {
 		if st.declared > 0 {
 			return nil, errors.New("content-length without a body")
@@ -159,6 +170,7 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 		st.ended = true
 	} else {
 		r.Body, r.ContentLength = &body{st: st}, st.declared
+		st.needsContinue = expectsContinue
 		for _, k := range declaredTrailers(header["Trailer"], nil) {
 			switch k {
 			case "Transfer-Encoding", "Trailer", "Content-Length":
@@ -186,6 +198,13 @@ func (b *body) Read(p []byte) (int, error) {
 	sc := st.sc
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	if st.needsContinue {
+		st.needsContinue = false
+		if len(st.body) == 0 && !st.ended && st.aborted == nil && !st.bodyClosed {
+			_ = sc.writeHeadersLocked(st, http.StatusContinue, nil, nil, false)
+			sc.flushLocked()
+		}
+	}
 	for len(st.body) == 0 {
 		switch {
 		case st.bodyClosed:

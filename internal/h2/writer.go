@@ -376,6 +376,9 @@ func (sc *conn) writeHeadersLocked(st *stream, status int, h http.Header, traile
 	if end {
 		st.endSent = true
 	}
+	if status >= 200 {
+		st.needsContinue = false
+	}
 	return sc.writeBlockLocked(st.id, end)
 }
 
