@@ -212,19 +212,17 @@ func (h *Handler) cached(w http.ResponseWriter, st *reqState) {
 		return
 	}
 	if e != nil && !e.HitForMiss {
-		age := e.Age(st.now)
-		if age < e.Fresh {
+		switch age, use := usable(e, st.now); use {
+		case useFresh:
 			st.status = stHit
 			h.deliver(w, st, e, key2, age)
-			return
-		}
-		if !e.NoStale && age < e.Fresh+e.SWR {
+		case useStale:
 			st.status = stStale
 			h.revalidateAsync(st, key2, e)
 			h.deliver(w, st, e, key2, age)
-			return
+		default:
+			h.fetchAndServe(w, st, e, key2)
 		}
-		h.fetchAndServe(w, st, e, key2)
 		return
 	}
 	if e != nil && isTooLarge(e) {
@@ -245,8 +243,29 @@ func (h *Handler) deliverable(st *reqState, e *cache.Entry) bool {
 	if er, ok := st.b.errors[e.Status]; ok && er.page != "" && e.Status >= 400 {
 		return false
 	}
-	age := e.Age(st.now)
-	return age < e.Fresh || (!e.NoStale && age < e.Fresh+e.SWR)
+	_, use := usable(e, st.now)
+	return use != useOrigin
+}
+
+// use is how a stored response may answer a request.
+type use int
+
+const (
+	useOrigin use = iota // stale: revalidate or fetch first
+	useFresh             // fresh
+	useStale             // stale within stale-while-revalidate (RFC 5861)
+)
+
+// usable is e's age at now and how it may be used.
+func usable(e *cache.Entry, now time.Time) (time.Duration, use) {
+	age := e.Age(now)
+	switch {
+	case age < e.Fresh:
+		return age, useFresh
+	case !e.NoStale && age < e.Fresh+e.SWR:
+		return age, useStale
+	}
+	return age, useOrigin
 }
 
 // lookup finds the entry for key, resolving a Vary marker to the variant
