@@ -115,14 +115,14 @@ func seconds(arg string, hasArg bool, bad time.Duration) time.Duration {
 	if !hasArg || arg == "" {
 		return bad
 	}
-	n := 0
+	var n int64 // not int: maxDelta (2^31) overflows a 32-bit int
 	for i := 0; i < len(arg); i++ {
 		c := arg[i]
 		if c < '0' || c > '9' {
 			return bad
 		}
 		if n < maxDelta {
-			n = n*10 + int(c-'0')
+			n = n*10 + int64(c-'0')
 		}
 	}
 	if n > maxDelta {
