@@ -54,6 +54,10 @@ func testTLSListener(t *testing.T, h2server string) {
 	c1, k1 := writeCert(t, dir, "a", "a.example.test")
 	c2, k2 := writeCert(t, dir, "b", "*.b.example.test")
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/uri" {
+			io.WriteString(w, r.RequestURI)
+			return
+		}
 		fmt.Fprintf(w, "proto=%s", r.Header.Get("X-Forwarded-Proto"))
 	})
 	te := startEdge(t, fmt.Sprintf(`listeners:
@@ -69,7 +73,7 @@ distributions:
   - name: d
     domains: ["*"]
     origins: [{name: o, url: "%s"}]
-    default_behavior: {origin: o, viewer_protocol: https-only, default_ttl: 0s}
+    default_behavior: {origin: o, viewer_protocol: https-only, default_ttl: 0s, cache_key: {query_strings: all}}
 `, c1, k1, c2, k2, h2server, o.URL), nil)
 	addr := te.svc.Addrs()[0].String()
 	for _, c := range []struct{ sni, wantCN string }{
@@ -96,6 +100,22 @@ distributions:
 			t.Errorf("%s: %d %q", c.sni, resp.StatusCode, body)
 		}
 		tr.CloseIdleConnections()
+	}
+	// A space in the query of :path (x/net's client and Framer pass it
+	// on) reaches the origin encoded, as the cache key re-encodes the
+	// query: one request-target, not "/uri?q= HTTP/1.1".
+	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "a.example.test", InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", "https://"+addr+"/uri", nil)
+	req.URL.RawQuery = "q= HTTP/1.1"
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "/uri?q=+HTTP%2F1.1" {
+		t.Errorf("space in :path: %d %q, want the origin to see /uri?q=+HTTP%%2F1.1", resp.StatusCode, body)
 	}
 }
 

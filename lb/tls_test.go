@@ -67,6 +67,10 @@ func testHTTPS(t *testing.T, h2server string) {
 			_, _ = io.WriteString(w, "got "+strings.Join(r.TransferEncoding, ",")+" "+string(body))
 			return
 		}
+		if r.URL.Path == "/uri" {
+			_, _ = io.WriteString(w, r.RequestURI)
+			return
+		}
 		_, _ = io.WriteString(w, r.Header.Get("X-Forwarded-Proto")+" "+r.Proto)
 	})
 	listen := "127.0.0.1:" + render(t, `{{port "secure"}}`, nil)
@@ -142,6 +146,23 @@ listeners:
 			if resp.Proto != "HTTP/2.0" || string(got) != x.want {
 				t.Errorf("%s: %s %q, want %q", x.name, resp.Proto, got, x.want)
 			}
+		}
+	})
+	t.Run("space in h2 :path", func(t *testing.T) {
+		// x/net's client and Framer pass a space in the query on; the
+		// target must get one request-target, not "/uri?q= HTTP/1.1".
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "one.test"}, ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequest("GET", "https://"+addr+"/uri", nil)
+		req.URL.RawQuery = "q= HTTP/1.1"
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.Proto != "HTTP/2.0" || resp.StatusCode != 200 || string(got) != "/uri?q=%20HTTP/1.1" {
+			t.Errorf("%s %d %q, want the target to see /uri?q=%%20HTTP/1.1", resp.Proto, resp.StatusCode, got)
 		}
 	})
 	t.Run("desync guard over TLS", func(t *testing.T) {

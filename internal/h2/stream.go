@@ -133,6 +133,13 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 	if len(cookies) > 0 {
 		header["Cookie"] = []string{strings.Join(cookies, "; ")}
 	}
+	if method != "CONNECT" && strings.IndexByte(path, ' ') >= 0 {
+		// No request-target holds a space (RFC 9112 3.2), and a proxy
+		// that passed one on would give its target a request line of
+		// more than three parts ("GET /?q= HTTP/1.1 HTTP/1.1"): escaped,
+		// as lbd's and edged's HTTP/1.1 front ends (httpguard) escape it.
+		path = strings.ReplaceAll(path, " ", "%20")
+	}
 	var u *url.URL
 	if method == "CONNECT" {
 		u = &url.URL{Host: authority}

@@ -191,7 +191,13 @@ func (h *Handler) writePooledRequest(uc *upConn, r *http.Request, st *reqState) 
 	w := uc.W
 	w.WriteString(r.Method)
 	w.WriteByte(' ')
-	w.WriteString(r.URL.RequestURI())
+	if uri := r.URL.RequestURI(); strings.IndexByte(uri, ' ') < 0 {
+		w.WriteString(uri)
+	} else {
+		// A raw query with a space (net/http's HTTP/2 server lets one
+		// through) would make a request line of more than three parts.
+		w.WriteString(strings.ReplaceAll(uri, " ", "%20"))
+	}
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.WriteString(r.Host)
 	w.WriteString("\r\n")
