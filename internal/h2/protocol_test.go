@@ -778,6 +778,13 @@ func TestMalformedRequests(t *testing.T) {
 		{"non-numeric content-length", "8.1.1", append(without(":method"), hf(":method", "POST", "content-length", "abc")...)},
 		// END_STREAM on the HEADERS: the content is 0 bytes, not 5.
 		{"content-length without a body", "8.1.1", append(without(":method"), hf(":method", "POST", "content-length", "5")...)},
+		// What a proxy would write into its HTTP/1.1 request line or Host
+		// (the Framer lets anything but CR, LF and NUL through).
+		{":method with spaces", "8.3.1", append(without(":method"), hf(":method", "GET /admin HTTP/1.1")...)},
+		{":method not a token", "8.3.1", append(without(":method"), hf(":method", "G(T")...)},
+		{":authority with a space", "8.3.1", append(without(":authority"), hf(":authority", "a b")...)},
+		{":authority with a tab", "8.3.1", append(without(":authority"), hf(":authority", "a\tb")...)},
+		{"host with a space", "8.3.1", append(without(":authority"), hf("host", "x y")...)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rc := dialRaw(t, ts.addr)

@@ -93,6 +93,11 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 	switch {
 	case method == "":
 		return nil, errors.New("no :method")
+	case !httpguts.ValidHeaderFieldName(method):
+		// A method is a token (RFC 9110 9.1). x/net's Framer checks only
+		// that there is no CR, LF or NUL, and a proxy writing
+		// "GET /admin HTTP/1.1" into its request line would inject one.
+		return nil, errors.New(":method is not a token")
 	case method == "CONNECT":
 		if path != "" || scheme != "" || authority == "" {
 			return nil, errors.New("CONNECT needs :authority and no :scheme or :path")
@@ -132,6 +137,10 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 	}
 	if len(cookies) > 0 {
 		header["Cookie"] = []string{strings.Join(cookies, "; ")}
+	}
+	if !httpguts.ValidHostHeader(authority) {
+		// As net/http's servers: a proxy would pass it on as Host.
+		return nil, errors.New("bad :authority or host")
 	}
 	if method != "CONNECT" && strings.IndexByte(path, ' ') >= 0 {
 		// No request-target holds a space (RFC 9112 3.2), and a proxy

@@ -29,6 +29,7 @@ import (
 	"github.com/edgestack/edgestack/lb/rules"
 	"github.com/edgestack/edgestack/lb/targetgroup"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Kind of a route's action.
@@ -577,6 +578,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	routes := h.Routes()
 	if routes == nil {
 		http.Error(w, "503 Service Unavailable: listener not configured", http.StatusServiceUnavailable)
+		return
+	}
+	if !httpguts.ValidHeaderFieldName(r.Method) {
+		// A method is a token; net/http's HTTP/2 server lets
+		// ":method: GET /admin HTTP/1.1" through, which the target's
+		// request line must never get.
+		http.Error(w, "400 Bad Request: method is not a token", http.StatusBadRequest)
+		h.noGroup[classOf(http.StatusBadRequest)].Inc()
 		return
 	}
 	host := r.Host
