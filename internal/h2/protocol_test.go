@@ -1872,3 +1872,39 @@ func TestSpaceInPath(t *testing.T) {
 		}
 	}
 }
+
+// TestServerResetKeepsSlot ("MadeYouReset", CVE-2025-8671): a client that
+// makes the server reset its streams (here a zero WINDOW_UPDATE, a stream
+// error) must not free their slots while the handlers still run, or it
+// could run any number of them past SETTINGS_MAX_CONCURRENT_STREAMS.
+func TestServerResetKeepsSlot(t *testing.T) {
+	g := newGate()
+	ts := startTestServer(t, &Server{MaxConcurrentStreams: 2, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/held" {
+			g.wait(r)
+		}
+		io.WriteString(w, r.URL.Path)
+	})}, nil)
+	t.Cleanup(g.open)
+
+	rc := dialRaw(t, ts.addr)
+	for _, id := range []uint32{1, 3} {
+		rc.headers(id, true, getReq("/held")...)
+		recv(t, g.started, "a handler")
+		rc.windowUpdate(id, 0)
+		if res := rc.await(id); !res.rst || res.code != http2.ErrCodeProtocol {
+			t.Fatalf("stream %d after a zero WINDOW_UPDATE: %v, want RST_STREAM PROTOCOL_ERROR\n%s", id, res, rc.transcript())
+		}
+	}
+	rc.headers(5, true, getReq("/held")...)
+	if res := rc.await(5); !res.rst || res.code != http2.ErrCodeRefusedStream {
+		t.Errorf("third stream while two reset handlers run: %v, want RST_STREAM REFUSED_STREAM\n%s", res, rc.transcript())
+	}
+	select {
+	case p := <-g.started:
+		t.Errorf("a handler ran for the refused stream (%s)", p)
+	default:
+	}
+	g.open()
+	requestUntilServed(t, rc, 7, "/after")
+}
