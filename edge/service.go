@@ -203,6 +203,8 @@ func (s *Service) Start(ctx context.Context) error {
 			IdleTimeout:       cfg.Timeouts.Idle.D(),
 			MaxHeaderBytes:    int(cfg.Limits.MaxHeaderBytes),
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+			// With http2.server: net/http, this server speaks HTTP/2.
+			HTTP2: &http.HTTP2Config{MaxConcurrentStreams: int(cfg.HTTP2.MaxConcurrentStreams)},
 		}
 		name := l.Name
 		if name == "" {

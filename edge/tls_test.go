@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/edgestack/edgestack/internal/apptest"
+	"golang.org/x/net/http2"
 )
 
 func writeCert(t *testing.T, dir, name string, dnsNames ...string) (string, string) {
@@ -68,7 +70,7 @@ func testTLSListener(t *testing.T, h2server string) {
         - {cert_file: %s, key_file: %s}
         - {cert_file: %s, key_file: %s}
 cache: {max_size: 8MiB, max_object_size: 1MiB}
-http2: {server: %s}
+http2: {server: %s, max_concurrent_streams: 77}
 distributions:
   - name: d
     domains: ["*"]
@@ -100,6 +102,9 @@ distributions:
 			t.Errorf("%s: %d %q", c.sni, resp.StatusCode, body)
 		}
 		tr.CloseIdleConnections()
+	}
+	if got := apptest.H2Settings(t, addr, "a.example.test")[http2.SettingMaxConcurrentStreams]; got != 77 {
+		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d, want http2.max_concurrent_streams (77)", got)
 	}
 	// A space in the query of :path (x/net's client and Framer pass it
 	// on) reaches the origin encoded, as the cache key re-encodes the

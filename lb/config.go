@@ -45,8 +45,9 @@ type Config struct {
 	// connection and per ended UDP flow.
 	AccessLog AccessLogConfig `yaml:"access_log"`
 	// HTTP2 picks and sizes the HTTP/2 server of the https listeners
-	// (internal/h2): server edgestack (default) or net/http. Applies to
-	// listeners bound after it changes (a reload rebinds changed ones).
+	// (internal/h2): server edgestack (default) or net/http. A reload
+	// that changes it gives the https listeners new servers on their
+	// sockets; connections already open keep the old one until they end.
 	HTTP2 h2.Config `yaml:"http2"`
 }
 

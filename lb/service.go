@@ -18,6 +18,7 @@ import (
 	"github.com/edgestack/edgestack/certs/certsource"
 	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/internal/app"
+	"github.com/edgestack/edgestack/internal/h2"
 	"github.com/edgestack/edgestack/internal/health"
 	"github.com/edgestack/edgestack/internal/httpguard"
 	"github.com/edgestack/edgestack/lb/l4"
@@ -65,7 +66,8 @@ type listener struct {
 	l4     l4.Server
 	bound  net.Listener // http(s): the socket, until served
 	addr   net.Addr
-	fast   bool // http(s): HTTP/1.1 served by the fast engine
+	fast   bool      // http(s): HTTP/1.1 served by the fast engine
+	h2     h2.Config // https: the HTTP/2 server it was built with
 }
 
 // httpServer is l7.Server (net/http, HTTP/2) or l7.FastServer.
@@ -211,7 +213,12 @@ func (s *Service) prepare(cfg *Config) (*prepared, error) {
 		// changes it (say a rule now forwards to an http2 group, which
 		// the fast engine cannot) gets a new server on the same socket.
 		fast := lc.isHTTP() && s.fastEngine(lc, http2Group(groups, lc))
-		if old := s.listeners[lc.Name]; old != nil && old.key == listenerKey(lc) && old.cfg.MaxConnections == lc.MaxConnections && old.fast == fast {
+		// So is the HTTP/2 server of an https listener.
+		var h2cfg h2.Config
+		if lc.Protocol == ProtoHTTPS {
+			h2cfg = cfg.HTTP2
+		}
+		if old := s.listeners[lc.Name]; old != nil && old.key == listenerKey(lc) && old.cfg.MaxConnections == lc.MaxConnections && old.fast == fast && old.h2 == h2cfg {
 			p.keep[lc.Name] = old
 			p.upd[lc.Name] = lc
 			if certs != nil {
@@ -219,7 +226,7 @@ func (s *Service) prepare(cfg *Config) (*prepared, error) {
 			}
 			continue
 		}
-		l := &listener{cfg: lc, key: listenerKey(lc), fast: fast}
+		l := &listener{cfg: lc, key: listenerKey(lc), fast: fast, h2: h2cfg}
 		if certs != nil {
 			l.static.Store(&certs)
 		}
@@ -403,7 +410,7 @@ func (s *Service) bind(l *listener) error {
 			BytesIn: s.httpBytes.WithLabelValues(name, "in"), BytesOut: s.httpBytes.WithLabelValues(name, "out"),
 			OnReject:  func(r httpguard.Result) { s.rejected.WithLabelValues(name, r.Reason).Inc() },
 			AccessLog: s.alog,
-			HTTP2:     s.cfg.Load().HTTP2,
+			HTTP2:     l.h2,
 		}
 		switch {
 		case lc.Protocol == ProtoHTTPS && l.fast:

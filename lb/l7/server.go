@@ -97,7 +97,7 @@ func NewServer(handler http.Handler, opts ServerOptions) *Server {
 	}
 	if opts.TLS != nil {
 		if s.own == nil {
-			s.h2 = &http2.Server{IdleTimeout: opts.IdleTimeout, MaxReadFrameSize: 1 << 20}
+			s.h2 = &http2.Server{IdleTimeout: opts.IdleTimeout, MaxReadFrameSize: 1 << 20, MaxConcurrentStreams: opts.HTTP2.MaxConcurrentStreams}
 			_ = http2.ConfigureServer(s.h1, s.h2) // graceful h2 shutdown with h1's
 		}
 		s.conns = make(chan net.Conn)

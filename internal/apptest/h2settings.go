@@ -1,0 +1,41 @@
+package apptest
+
+import (
+	"crypto/tls"
+	"io"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// H2Settings opens an HTTP/2 connection over TLS to addr (any
+// certificate, SNI serverName) and returns the settings of the server's
+// first SETTINGS frame: what a listener's HTTP/2 server advertises.
+func H2Settings(tb testing.TB, addr, serverName string) map[http2.SettingID]uint32 {
+	tb.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: serverName, NextProtos: []string{"h2"}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		tb.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			tb.Fatalf("reading the server's SETTINGS: %v", err)
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+			out := map[http2.SettingID]uint32{}
+			_ = sf.ForeachSetting(func(s http2.Setting) error { out[s.ID] = s.Val; return nil })
+			return out
+		}
+	}
+}
