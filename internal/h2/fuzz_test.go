@@ -153,6 +153,20 @@ func fuzzSeeds() []fuzzSeed {
 			writeBlock(fr, 1, true, block(hf(":method", "GET", "Connection", "close", ":path", "")), 16384)
 			writeBlock(fr, 3, true, block(getReq("/", "te", "gzip")), 16384)
 		}},
+		{"downgrade_fields", func(fr *http2.Framer) {
+			// What a proxy would write into its HTTP/1.1 request line or
+			// Host: refused (method, authority) or escaped (path).
+			settings(fr)
+			writeBlock(fr, 1, true, block(hf(":method", "GET /admin HTTP/1.1", ":scheme", "https", ":authority", "a", ":path", "/")), 16384)
+			writeBlock(fr, 3, true, block(hf(":method", "GET", ":scheme", "https", ":authority", "a b", ":path", "/")), 16384)
+			writeBlock(fr, 5, true, block(getReq("/?q= HTTP/1.1")), 16384)
+		}},
+		{"expect_continue", func(fr *http2.Framer) {
+			settings(fr)
+			writeBlock(fr, 1, false, block(postReq("/echo", "expect", "100-continue", "content-length", "5")), 16384)
+			fr.WriteData(1, true, []byte("hello"))
+			writeBlock(fr, 3, true, block(getReq("/", "expect", "100-continue")), 16384)
+		}},
 		{"unknown_frame", func(fr *http2.Framer) {
 			settings(fr)
 			fr.WriteRawFrame(0xee, 0xff, 3, []byte("?"))
