@@ -109,18 +109,8 @@ distributions:
 	// A space in the query of :path (x/net's client and Framer pass it
 	// on) reaches the origin encoded, as the cache key re-encodes the
 	// query: one request-target, not "/uri?q= HTTP/1.1".
-	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "a.example.test", InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
-	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequest("GET", "https://"+addr+"/uri", nil)
-	req.URL.RawQuery = "q= HTTP/1.1"
-	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(body) != "/uri?q=+HTTP%2F1.1" {
-		t.Errorf("space in :path: %d %q, want the origin to see /uri?q=+HTTP%%2F1.1", resp.StatusCode, body)
+	if _, status, got := apptest.H2Get(t, addr, "a.example.test", "/uri", "q= HTTP/1.1"); status != 200 || got != "/uri?q=+HTTP%2F1.1" {
+		t.Errorf("space in :path: %d %q, want the origin to see /uri?q=+HTTP%%2F1.1", status, got)
 	}
 }
 

@@ -49,22 +49,7 @@ func TestH2RequestLineInjection(t *testing.T) {
 	for _, server := range []string{"edgestack", "net/http"} {
 		t.Run(strings.ReplaceAll(server, "/", "_"), func(t *testing.T) {
 			listen := "127.0.0.1:" + render(t, `{{port "secure"}}`, nil)
-			startLB(t, `
-admin:
-  listen: 127.0.0.1:0
-http2: {server: `+server+`}
-target_groups:
-  - name: web
-    targets: [{address: "`+target+`"}]
-    health_check: {disabled: true}
-listeners:
-  - name: secure
-    protocol: https
-    listen: `+listen+`
-    tls:
-      certificates: [{cert_file: `+cert+`, key_file: `+key+`}]
-    default_action: {forward: {target_group: web}}
-`)
+			startLB(t, httpsConfig(listen, "{server: "+server+"}", target, [2]string{cert, key}))
 			for _, c := range []struct {
 				name   string
 				fields []string

@@ -20,22 +20,7 @@ func TestHTTP2ConfigReload(t *testing.T) {
 	cert, key, _ := writeCert(t, t.TempDir(), "one", "one.test")
 	listen := "127.0.0.1:" + render(t, `{{port "secure"}}`, nil)
 	config := func(server string, streams int) string {
-		return `
-admin:
-  listen: 127.0.0.1:0
-http2: {server: ` + server + `, max_concurrent_streams: ` + strconv.Itoa(streams) + `}
-target_groups:
-  - name: web
-    targets: [{address: "` + b.addr + `"}]
-    health_check: {disabled: true}
-listeners:
-  - name: secure
-    protocol: https
-    listen: ` + listen + `
-    tls:
-      certificates: [{cert_file: ` + cert + `, key_file: ` + key + `}]
-    default_action: {forward: {target_group: web}}
-`
+		return httpsConfig(listen, "{server: "+server+", max_concurrent_streams: "+strconv.Itoa(streams)+"}", b.addr, [2]string{cert, key})
 	}
 	h := startLB(t, config("edgestack", 100))
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "one.test"}, ForceAttemptHTTP2: true}

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgestack/edgestack/internal/apptest"
 )
 
 // writeCert writes a self-signed certificate for names into dir and
@@ -74,24 +76,7 @@ func testHTTPS(t *testing.T, h2server string) {
 		_, _ = io.WriteString(w, r.Header.Get("X-Forwarded-Proto")+" "+r.Proto)
 	})
 	listen := "127.0.0.1:" + render(t, `{{port "secure"}}`, nil)
-	h := startLB(t, `
-admin:
-  listen: 127.0.0.1:0
-http2: {server: `+h2server+`}
-target_groups:
-  - name: web
-    targets: [{address: "`+b.addr+`"}]
-    health_check: {disabled: true}
-listeners:
-  - name: secure
-    protocol: https
-    listen: `+listen+`
-    tls:
-      certificates:
-        - {cert_file: `+c1+`, key_file: `+k1+`}
-        - {cert_file: `+c2+`, key_file: `+k2+`}
-    default_action: {forward: {target_group: web}}
-`)
+	h := startLB(t, httpsConfig(listen, "{server: "+h2server+"}", b.addr, [2]string{c1, k1}, [2]string{c2, k2}))
 	addr := strings.TrimPrefix(h.url("secure"), "http://")
 	pool := x509.NewCertPool()
 	pool.AddCert(x1)
@@ -151,18 +136,9 @@ listeners:
 	t.Run("space in h2 :path", func(t *testing.T) {
 		// x/net's client and Framer pass a space in the query on; the
 		// target must get one request-target, not "/uri?q= HTTP/1.1".
-		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "one.test"}, ForceAttemptHTTP2: true}
-		defer tr.CloseIdleConnections()
-		req, _ := http.NewRequest("GET", "https://"+addr+"/uri", nil)
-		req.URL.RawQuery = "q= HTTP/1.1"
-		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.Proto != "HTTP/2.0" || resp.StatusCode != 200 || string(got) != "/uri?q=%20HTTP/1.1" {
-			t.Errorf("%s %d %q, want the target to see /uri?q=%%20HTTP/1.1", resp.Proto, resp.StatusCode, got)
+		proto, status, got := apptest.H2Get(t, addr, "one.test", "/uri", "q= HTTP/1.1")
+		if proto != "HTTP/2.0" || status != 200 || got != "/uri?q=%20HTTP/1.1" {
+			t.Errorf("%s %d %q, want the target to see /uri?q=%%20HTTP/1.1", proto, status, got)
 		}
 	})
 	t.Run("desync guard over TLS", func(t *testing.T) {
@@ -180,22 +156,7 @@ listeners:
 	})
 	t.Run("certificate rotation on reload", func(t *testing.T) {
 		c3, k3, x3 := writeCert(t, dir, "three", "one.test")
-		cfg := `
-admin:
-  listen: 127.0.0.1:0
-target_groups:
-  - name: web
-    targets: [{address: "` + b.addr + `"}]
-    health_check: {disabled: true}
-listeners:
-  - name: secure
-    protocol: https
-    listen: ` + addr + `
-    tls:
-      certificates:
-        - {cert_file: ` + c3 + `, key_file: ` + k3 + `}
-    default_action: {forward: {target_group: web}}
-`
+		cfg := httpsConfig(addr, "", b.addr, [2]string{c3, k3})
 		if err := h.reload(cfg); err != nil {
 			t.Fatal(err)
 		}
@@ -397,4 +358,23 @@ listeners:
 			}
 		})
 	}
+}
+
+// httpsConfig is an lbd config with one https listener, "secure" on
+// listen, with the certificate and key files of certs, forwarding to
+// target (group "web", no health check); http2 is the http2 section's
+// value ("": the default).
+func httpsConfig(listen, http2, target string, certs ...[2]string) string {
+	var b strings.Builder
+	b.WriteString("admin:\n  listen: 127.0.0.1:0\n")
+	if http2 != "" {
+		b.WriteString("http2: " + http2 + "\n")
+	}
+	b.WriteString("target_groups:\n  - name: web\n    targets: [{address: \"" + target + "\"}]\n    health_check: {disabled: true}\n")
+	b.WriteString("listeners:\n  - name: secure\n    protocol: https\n    listen: " + listen + "\n    tls:\n      certificates:\n")
+	for _, c := range certs {
+		b.WriteString("        - {cert_file: " + c[0] + ", key_file: " + c[1] + "}\n")
+	}
+	b.WriteString("    default_action: {forward: {target_group: web}}\n")
+	return b.String()
 }

@@ -3,6 +3,7 @@ package apptest
 import (
 	"crypto/tls"
 	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -38,4 +39,29 @@ func H2Settings(tb testing.TB, addr, serverName string) map[http2.SettingID]uint
 			return out
 		}
 	}
+}
+
+// H2Get sends GET path?rawQuery over HTTP/2 and TLS to addr (any
+// certificate, SNI serverName), the query as given, unescaped (x/net's
+// client passes it on as it is), and returns the response's protocol,
+// status and body.
+func H2Get(tb testing.TB, addr, serverName, path, rawQuery string) (proto string, status int, body string) {
+	tb.Helper()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: serverName}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequest("GET", "https://"+addr+path, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.URL.RawQuery = rawQuery
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp.Proto, resp.StatusCode, string(b)
 }

@@ -1104,14 +1104,7 @@ func TestHeaderListTooLarge(t *testing.T) {
 // are refused with RST_STREAM REFUSED_STREAM (5.1.2, 8.7) without
 // running a handler; once handlers finish, new streams are served.
 func TestMaxConcurrentStreams(t *testing.T) {
-	g := newGate()
-	ts := startTestServer(t, &Server{MaxConcurrentStreams: 2, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/held" {
-			g.wait(r)
-		}
-		io.WriteString(w, r.URL.Path)
-	})}, nil)
-	t.Cleanup(g.open)
+	ts, g := heldServer(t)
 
 	rc := dialRaw(t, ts.addr)
 	if v, ok := rc.setting(http2.SettingMaxConcurrentStreams); !ok || v != 2 {
@@ -1134,6 +1127,20 @@ func TestMaxConcurrentStreams(t *testing.T) {
 	rc.wantResponse(1, 200)
 	rc.wantResponse(3, 200)
 	requestUntilServed(t, rc, 7, "/after")
+}
+
+// heldServer is a server with MaxConcurrentStreams 2 whose handler
+// answers with the request's path, for /held once g opens.
+func heldServer(t *testing.T) (*testServer, *gate) {
+	g := newGate()
+	ts := startTestServer(t, &Server{MaxConcurrentStreams: 2, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/held" {
+			g.wait(r)
+		}
+		io.WriteString(w, r.URL.Path)
+	})}, nil)
+	t.Cleanup(g.open)
+	return ts, g
 }
 
 // requestUntilServed sends GET path on stream id, id+2, ... until one is
@@ -1878,14 +1885,7 @@ func TestSpaceInPath(t *testing.T) {
 // error) must not free their slots while the handlers still run, or it
 // could run any number of them past SETTINGS_MAX_CONCURRENT_STREAMS.
 func TestServerResetKeepsSlot(t *testing.T) {
-	g := newGate()
-	ts := startTestServer(t, &Server{MaxConcurrentStreams: 2, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/held" {
-			g.wait(r)
-		}
-		io.WriteString(w, r.URL.Path)
-	})}, nil)
-	t.Cleanup(g.open)
+	ts, g := heldServer(t)
 
 	rc := dialRaw(t, ts.addr)
 	for _, id := range []uint32{1, 3} {
