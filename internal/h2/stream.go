@@ -161,17 +161,18 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 			return nil, errMalformed
 		}
 	}
-	r := &http.Request{
-		Method:     method,
-		URL:        u,
-		RequestURI: path,
-		Proto:      "HTTP/2.0",
-		ProtoMajor: 2,
-		Header:     header,
-		Host:       authority,
-		RemoteAddr: sc.remote,
-		TLS:        sc.tls,
+	if st.remoteDone && st.declared > 0 {
+		return nil, errors.New("content-length without a body")
 	}
+	// WithContext is the only way to set a Request's context, and it
+	// copies: a zero one (which stays on the stack) is copied, not a
+	// filled one that would be garbage at once.
+	ctx, cancel := context.WithCancel(sc.ctx)
+	var zero http.Request
+	r := zero.WithContext(ctx)
+	r.Method, r.URL, r.RequestURI, r.Host = method, u, path, authority
+	r.Proto, r.ProtoMajor = "HTTP/2.0", 2
+	r.Header, r.RemoteAddr, r.TLS = header, sc.remote, sc.tls
 	// Met here, as net/http's servers do: a handler (or a proxy's target)
 	// never sees the expectation.
 	expectsContinue := httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue")
@@ -179,9 +180,6 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 		delete(header, "Expect")
 	}
 	if st.remoteDone {
-		if st.declared > 0 {
-			return nil, errors.New("content-length without a body")
-		}
 		r.Body, r.ContentLength = http.NoBody, 0
 		st.ended = true
 	} else {
@@ -199,9 +197,8 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 		}
 		r.Trailer = st.trailer
 	}
-	ctx, cancel := context.WithCancel(sc.ctx)
 	st.cancel = cancel
-	return r.WithContext(ctx), nil
+	return r, nil
 }
 
 // body is a request body: the DATA frames of its stream.

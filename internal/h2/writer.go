@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,7 @@ type responseWriter struct {
 	declared    int64 // the handler's Content-Length, or -1
 	written     int64
 	buf         []byte
+	bufp        *[]byte  // buf's pooled backing, returned once the head is out
 	pending     []byte   // inline: what the windows did not let out yet
 	trailerKeys []string // declared in Trailer when the head went out
 }
@@ -107,6 +109,10 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	}
 	w.written += int64(len(p))
 	if !w.sentHeader && len(w.buf)+len(p) <= bodyBuffer {
+		if w.buf == nil {
+			w.bufp = bodyBufs.Get().(*[]byte)
+			w.buf = (*w.bufp)[:0]
+		}
 		w.buf = append(w.buf, p...)
 		return len(p), nil
 	}
@@ -165,8 +171,13 @@ func (w *responseWriter) sendHeaderLocked(end bool, next []byte) error {
 		h["Content-Type"] = []string{http.DetectContentType(sniff)}
 	}
 	w.trailerKeys = declaredTrailers(h["Trailer"], w.trailerKeys)
-	buf := w.buf
-	w.buf = nil
+	buf, bufp := w.buf, w.bufp
+	w.buf, w.bufp = nil, nil
+	if bufp != nil {
+		// sendLocked copies what it sends into the connection's buffer
+		// (and what the windows hold back into w.pending).
+		defer bodyBufs.Put(bufp)
+	}
 	if err := st.sc.writeHeadersLocked(st, w.status, h, w.trailerKeys, end && len(buf) == 0); err != nil {
 		return err
 	}
@@ -175,6 +186,13 @@ func (w *responseWriter) sendHeaderLocked(end bool, next []byte) error {
 	}
 	return nil
 }
+
+// bodyBufs hold the first bodyBuffer bytes of responses until their
+// HEADERS frame goes out: one allocation saved per response.
+var bodyBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, bodyBuffer)
+	return &b
+}}
 
 // sendLocked sends body bytes as DATA frames within the send windows,
 // waiting for WINDOW_UPDATEs on a handler's goroutine and leaving the

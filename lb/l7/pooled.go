@@ -150,7 +150,12 @@ func (h *Handler) pooledRoundTrip(w http.ResponseWriter, r *http.Request, ref *G
 		w.WriteHeader(resp.code)
 		reusable := !resp.connClose
 		if !noBody {
-			_ = uc.SetDeadline(time.Now().Add(5 * time.Minute))
+			if resp.chunked || resp.contentLength < 0 || resp.contentLength > int64(uc.R.Buffered()) {
+				// A body still to arrive: it may stream for a while. One
+				// already read with the head needs no new deadline, and
+				// the next request keeps the one it has (as fast.go).
+				_ = uc.SetDeadline(time.Now().Add(5 * time.Minute))
+			}
 			bw := writerPool.Get().(*bufio.Writer)
 			bw.Reset(w)
 			var cerr error
