@@ -463,7 +463,7 @@ func (sc *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	st = &stream{sc: sc, id: id, send: sc.peerWindow, recv: int64(sc.srv.streamWindow()), declared: -1}
-	st.bodyCond = sync.NewCond(&sc.mu)
+	st.bodyCond.L = &sc.mu
 	if f.StreamEnded() {
 		st.remoteDone = true
 	}

@@ -29,7 +29,7 @@ type stream struct {
 	received    int64
 	body        [][]byte // request body not yet read
 	buffered    int64
-	bodyCond    *sync.Cond
+	bodyCond    sync.Cond // L is the connection's mu; a field, not one more allocation per stream
 	bodyClosed  bool
 	ended       bool // END_STREAM received
 	remoteDone  bool // no more frames expected from the client
