@@ -46,6 +46,8 @@ type Service struct {
 	logPath string
 	wg      sync.WaitGroup
 	started atomic.Bool
+	gcStop  context.CancelFunc // ends gcTuner (nil: GOGC set by the user)
+	gcDone  chan struct{}
 
 	rejects prometheus.Counter
 }
@@ -155,7 +157,7 @@ func memoryLimit(maxSize int64) int64 { return maxSize + maxSize/2 + 128<<20 }
 // all of it, and the soft limit caps the rest.
 func tuneGC(maxSize int64) {
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(50)
+		debug.SetGCPercent(gcPercentMin) // gcTuner raises it for a small heap
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit(maxSize))
@@ -166,6 +168,14 @@ func tuneGC(maxSize int64) {
 func (s *Service) Start(ctx context.Context) error {
 	cfg := s.cfg.Load()
 	tuneGC(int64(cfg.Cache.MaxSize))
+	if os.Getenv("GOGC") == "" {
+		gctx, cancel := context.WithCancel(context.Background())
+		s.gcStop, s.gcDone = cancel, make(chan struct{})
+		go func() {
+			defer close(s.gcDone)
+			gcTuner(gctx, func() int64 { return int64(s.cfg.Load().Cache.MaxSize) })
+		}()
+	}
 	for _, dir := range certdDirs(cfg) {
 		src, err := certsource.New(certsource.Options{Dir: dir, Logger: s.log.With("component", "certsource"),
 			Registerer: s.deps.Registry, Namespace: "edgestack_edged"})
@@ -369,6 +379,10 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		waitCtx(ctx, &f.wg)
 	}
 	waitCtx(ctx, &s.wg)
+	if s.gcStop != nil {
+		s.gcStop()
+		<-s.gcDone
+	}
 	s.h.bgCancel()
 	s.h.bg.Wait()
 	for _, src := range s.sources {
