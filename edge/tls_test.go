@@ -177,18 +177,7 @@ func TestTLSHTTP1FastPath(t *testing.T) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintf(w, "proto=%s", r.Header.Get("X-Forwarded-Proto"))
 	})
-	te := startEdge(t, fmt.Sprintf(`listeners:
-  - name: https
-    address: 127.0.0.1:0
-    tls:
-      certificates: [{cert_file: %s, key_file: %s}]
-cache: {max_size: 8MiB, max_object_size: 1MiB}
-distributions:
-  - name: d
-    domains: ["*"]
-    origins: [{name: o, url: "%s"}]
-    default_behavior: {origin: o, viewer_protocol: redirect-to-https}
-`, cf, kf, o.URL), nil)
+	te := startEdge(t, httpsEdgeConfig(cf, kf, o.URL, "viewer_protocol: redirect-to-https"), nil)
 	addr := te.svc.Addrs()[0].String()
 
 	// get sends GETs for path on one HTTP/1.1 TLS connection and returns
@@ -305,18 +294,7 @@ func TestHTTP2ShutdownFinishesInFlight(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		io.WriteString(w, "done")
 	})
-	te := startEdge(t, fmt.Sprintf(`listeners:
-  - name: https
-    address: 127.0.0.1:0
-    tls:
-      certificates: [{cert_file: %s, key_file: %s}]
-cache: {max_size: 8MiB, max_object_size: 1MiB}
-distributions:
-  - name: d
-    domains: ["*"]
-    origins: [{name: o, url: "%s"}]
-    default_behavior: {origin: o}
-`, c, k, o.URL), nil)
+	te := startEdge(t, httpsEdgeConfig(c, k, o.URL, ""), nil)
 	addr := te.svc.Addrs()[0].String()
 	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "a.example.test", InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
@@ -353,4 +331,25 @@ distributions:
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
+}
+
+// httpsEdgeConfig is an edged config with one HTTPS listener (one
+// certificate) and one distribution for every host in front of origin;
+// behavior adds fields to its default behavior.
+func httpsEdgeConfig(cert, key, origin, behavior string) string {
+	if behavior != "" {
+		behavior = ", " + behavior
+	}
+	return fmt.Sprintf(`listeners:
+  - name: https
+    address: 127.0.0.1:0
+    tls:
+      certificates: [{cert_file: %s, key_file: %s}]
+cache: {max_size: 8MiB, max_object_size: 1MiB}
+distributions:
+  - name: d
+    domains: ["*"]
+    origins: [{name: o, url: "%s"}]
+    default_behavior: {origin: o%s}
+`, cert, key, origin, behavior)
 }

@@ -3,15 +3,14 @@ package lb
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
 	"io"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/edgestack/edgestack/internal/apptest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -80,22 +79,11 @@ func TestH2RequestLineInjection(t *testing.T) {
 // and returns the response's status, 0 when the stream was reset.
 func h2Raw(t *testing.T, addr string, fields ...string) int {
 	t.Helper()
-	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "one.test", NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	_, _ = io.WriteString(c, http2.ClientPreface)
-	fr := http2.NewFramer(c, c)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr := apptest.H2Dial(t, addr, "one.test")
 	var block bytes.Buffer
 	enc := hpack.NewEncoder(&block)
 	for i := 0; i+1 < len(fields); i += 2 {
 		_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-	}
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
 	}
 	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
 		t.Fatal(err)

@@ -8,26 +8,37 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
-// H2Settings opens an HTTP/2 connection over TLS to addr (any
-// certificate, SNI serverName) and returns the settings of the server's
-// first SETTINGS frame: what a listener's HTTP/2 server advertises.
-func H2Settings(tb testing.TB, addr, serverName string) map[http2.SettingID]uint32 {
+// H2Dial opens an HTTP/2 connection over TLS to addr (any certificate,
+// SNI serverName), sends the client preface and an empty SETTINGS, and
+// returns a Framer on it (HPACK decoding on) for frames written by hand.
+// The connection closes with the test.
+func H2Dial(tb testing.TB, addr, serverName string) *http2.Framer {
 	tb.Helper()
 	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: serverName, NextProtos: []string{"h2"}})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer c.Close()
+	tb.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
 		tb.Fatal(err)
 	}
 	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	if err := fr.WriteSettings(); err != nil {
 		tb.Fatal(err)
 	}
+	return fr
+}
+
+// H2Settings returns the settings of the first SETTINGS frame the server
+// at addr sends: what a listener's HTTP/2 server advertises.
+func H2Settings(tb testing.TB, addr, serverName string) map[http2.SettingID]uint32 {
+	tb.Helper()
+	fr := H2Dial(tb, addr, serverName)
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {

@@ -1114,19 +1114,26 @@ func TestMaxConcurrentStreams(t *testing.T) {
 	rc.headers(3, true, getReq("/held")...)
 	recv(t, g.started, "the first handler")
 	recv(t, g.started, "the second handler")
-	rc.headers(5, true, getReq("/held")...)
-	if res := rc.await(5); !res.rst || res.code != http2.ErrCodeRefusedStream {
-		t.Errorf("third stream: %v, want RST_STREAM REFUSED_STREAM\n%s", res, rc.transcript())
+	wantRefused(t, rc, g, 5, "third stream")
+	g.open()
+	rc.wantResponse(1, 200)
+	rc.wantResponse(3, 200)
+	requestUntilServed(t, rc, 7, "/after")
+}
+
+// wantRefused sends GET /held on stream id and requires RST_STREAM
+// REFUSED_STREAM without a handler having run for it.
+func wantRefused(t *testing.T, rc *rawClient, g *gate, id uint32, what string) {
+	t.Helper()
+	rc.headers(id, true, getReq("/held")...)
+	if res := rc.await(id); !res.rst || res.code != http2.ErrCodeRefusedStream {
+		t.Errorf("%s: %v, want RST_STREAM REFUSED_STREAM\n%s", what, res, rc.transcript())
 	}
 	select {
 	case p := <-g.started:
 		t.Errorf("a handler ran for the refused stream (%s)", p)
 	default:
 	}
-	g.open()
-	rc.wantResponse(1, 200)
-	rc.wantResponse(3, 200)
-	requestUntilServed(t, rc, 7, "/after")
 }
 
 // heldServer is a server with MaxConcurrentStreams 2 whose handler
@@ -1896,15 +1903,7 @@ func TestServerResetKeepsSlot(t *testing.T) {
 			t.Fatalf("stream %d after a zero WINDOW_UPDATE: %v, want RST_STREAM PROTOCOL_ERROR\n%s", id, res, rc.transcript())
 		}
 	}
-	rc.headers(5, true, getReq("/held")...)
-	if res := rc.await(5); !res.rst || res.code != http2.ErrCodeRefusedStream {
-		t.Errorf("third stream while two reset handlers run: %v, want RST_STREAM REFUSED_STREAM\n%s", res, rc.transcript())
-	}
-	select {
-	case p := <-g.started:
-		t.Errorf("a handler ran for the refused stream (%s)", p)
-	default:
-	}
+	wantRefused(t, rc, g, 5, "third stream while two reset handlers run")
 	g.open()
 	requestUntilServed(t, rc, 7, "/after")
 }
