@@ -21,6 +21,7 @@ import (
 	"github.com/edgestack/edgestack/internal/h2"
 	"github.com/edgestack/edgestack/internal/health"
 	"github.com/edgestack/edgestack/internal/httpguard"
+	"github.com/edgestack/edgestack/internal/sharedsock"
 	"github.com/edgestack/edgestack/lb/l4"
 	"github.com/edgestack/edgestack/lb/l7"
 	"github.com/edgestack/edgestack/lb/rules"
@@ -48,7 +49,7 @@ type Service struct {
 	rejected  *prometheus.CounterVec
 	httpBytes *prometheus.CounterVec // listener, direction
 
-	socks     sockets
+	socks     sharedsock.Set
 	mu        sync.Mutex // serialises Start, Reload, Shutdown
 	listeners map[string]*listener
 	wg        sync.WaitGroup
@@ -81,6 +82,7 @@ type httpServer interface {
 // NewService builds lbd from a valid config.
 func NewService(deps app.Deps, cfg *Config) (app.Service[*Config], error) {
 	s := &Service{deps: deps, log: deps.Logger.With("component", "lb"), listeners: map[string]*listener{}}
+	s.socks.Bind = l4.ListenTCP // SO_REUSEPORT
 	s.cfg.Store(cfg)
 	reg := deps.Registry
 	var err error
@@ -379,7 +381,7 @@ func (s *Service) bind(l *listener) error {
 	active := s.active.WithLabelValues(lc.Name)
 	switch lc.Protocol {
 	case ProtoHTTP, ProtoHTTPS:
-		ln, err := s.socks.listen(lc.Listen)
+		ln, err := s.socks.Listen(lc.Listen)
 		if err != nil {
 			return err
 		}
@@ -429,7 +431,7 @@ func (s *Service) bind(l *listener) error {
 		var ln net.Listener
 		if lc.Protocol != ProtoUDP {
 			var err error
-			if ln, err = s.socks.listen(lc.Listen); err != nil {
+			if ln, err = s.socks.Listen(lc.Listen); err != nil {
 				return err
 			}
 		}
