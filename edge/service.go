@@ -23,6 +23,7 @@ import (
 	"github.com/edgestack/edgestack/internal/app"
 	"github.com/edgestack/edgestack/internal/h2"
 	"github.com/edgestack/edgestack/internal/httpguard"
+	"github.com/edgestack/edgestack/internal/sharedsock"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -38,16 +39,17 @@ type Service struct {
 	certs   atomic.Pointer[certSet]
 	sources []*certsource.Source
 
-	mu      sync.Mutex
-	servers []*http.Server
-	fast    []*fastServer
-	addrs   []net.Addr
-	logOut  io.WriteCloser
-	logPath string
-	wg      sync.WaitGroup
-	started atomic.Bool
-	gcStop  context.CancelFunc // ends gcTuner (nil: GOGC set by the user)
-	gcDone  chan struct{}
+	socks sharedsock.Set
+	mu    sync.Mutex
+	// listeners are the running ones in config order; a reload replaces
+	// those whose settings changed (listeners.go).
+	listeners []*edgeListener
+	logOut    io.WriteCloser
+	logPath   string
+	wg        sync.WaitGroup
+	started   atomic.Bool
+	gcStop    context.CancelFunc // ends gcTuner (nil: GOGC set by the user)
+	gcDone    chan struct{}
 
 	rejects prometheus.Counter
 }
@@ -107,7 +109,11 @@ func (s *Service) Store() *cache.Store { return s.store }
 func (s *Service) Addrs() []net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]net.Addr(nil), s.addrs...)
+	out := make([]net.Addr, 0, len(s.listeners))
+	for _, l := range s.listeners {
+		out = append(out, l.addr)
+	}
+	return out
 }
 
 func (s *Service) setAccessLog(cfg *Config, snap *snapshot) error {
@@ -185,80 +191,23 @@ func (s *Service) Start(ctx context.Context) error {
 		src.Start(ctx)
 		s.sources = append(s.sources, src)
 	}
-	guardOpts := httpguard.Options{MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes), OnReject: func(httpguard.Result) { s.rejects.Inc() }}
-	var handler http.Handler = s.h
-	if len(s.sources) > 0 {
-		edge := handler
-		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			for _, src := range s.sources {
-				if src.HTTPChallenge(w, r) {
-					return
-				}
-			}
-			edge.ServeHTTP(w, r)
-		})
-	}
-	handler = withTLSState(httpguard.Wrap(handler, guardOpts))
-	for _, l := range cfg.Listeners {
-		ln, err := net.Listen("tcp", l.Address)
+	var listeners []*edgeListener
+	for _, lc := range cfg.Listeners {
+		l, err := s.newListener(cfg, lc)
 		if err != nil {
-			s.closeAll()
-			return fmt.Errorf("edge: listener %s: %w", l.Address, err)
-		}
-		srv := &http.Server{
-			Handler:           handler,
-			ReadHeaderTimeout: cfg.Timeouts.ReadHeader.D(),
-			ReadTimeout:       cfg.Timeouts.Read.D(),
-			WriteTimeout:      cfg.Timeouts.Write.D(),
-			IdleTimeout:       cfg.Timeouts.Idle.D(),
-			MaxHeaderBytes:    int(cfg.Limits.MaxHeaderBytes),
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-			// With http2.server: net/http, this server speaks HTTP/2.
-			HTTP2: &http.HTTP2Config{MaxConcurrentStreams: int(cfg.HTTP2.MaxConcurrentStreams)},
-		}
-		name := l.Name
-		if name == "" {
-			name = l.Address
-		}
-		s.mu.Lock()
-		s.servers = append(s.servers, srv)
-		s.addrs = append(s.addrs, ln.Addr())
-		s.mu.Unlock()
-		// Fresh hits over HTTP/1.1 are answered by the fast path,
-		// everything else by srv through the connections it hands over
-		// (on TLS listeners: all HTTP/2 ones, once the fast path has done
-		// the handshake).
-		fs := newFastServer(s.h, ln, cfg.Timeouts.Idle.D(), cfg.Timeouts.ReadHeader.D(), cfg.Timeouts.Write.D())
-		fs.guard = guardOpts
-		fs.read = cfg.Timeouts.Read.D()
-		fs.full = handler
-		if l.TLS != nil && cfg.HTTP2.Own() {
-			fs.h2 = s.h2Server(cfg, handler)
-		}
-		if l.TLS != nil {
-			fs.tlsConf = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12,
-				NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}}
-			srv.TLSConfig = fs.tlsConf // HTTP/2 for the handed-over *tls.Conns
-			srv.ConnContext = connContext
-		}
-		s.mu.Lock()
-		s.fast = append(s.fast, fs)
-		s.mu.Unlock()
-		s.wg.Add(2)
-		go func() {
-			defer s.wg.Done()
-			if err := srv.Serve(fs.handoff); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.deps.Fail(fmt.Errorf("edge: listener %s: %w", name, err))
+			for _, nl := range listeners {
+				nl.fast.close()
 			}
-		}()
-		go func() {
-			defer s.wg.Done()
-			if err := fs.serve(); err != nil {
-				s.deps.Fail(fmt.Errorf("edge: listener %s: %w", name, err))
-			}
-		}()
-		s.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "tls", l.TLS != nil)
+			return err
+		}
+		listeners = append(listeners, l)
 	}
+	for _, l := range listeners {
+		s.serveListener(l)
+	}
+	s.mu.Lock()
+	s.listeners = listeners
+	s.mu.Unlock()
 	s.started.Store(true)
 	return nil
 }
@@ -285,19 +234,10 @@ func waitCtx(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-func (s *Service) closeAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, f := range s.fast {
-		f.close()
-	}
-	for _, srv := range s.servers {
-		_ = srv.Close()
-	}
-}
-
-// Reload swaps in a new config; listener and cache size changes need a
-// restart (a warning says so).
+// Reload swaps in a new config. Listeners whose settings (address, TLS on
+// or off, timeouts, header limit, http2) changed get new servers on their
+// sockets, new ones are bound and removed ones drained; the rest keep
+// serving. Only a changed set of certd_dir folders needs a restart.
 func (s *Service) Reload(_ context.Context, cfg *Config) error {
 	old := s.cfg.Load()
 	snap, err := build(cfg, s.m)
@@ -308,11 +248,18 @@ func (s *Service) Reload(_ context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	if err := s.setAccessLog(cfg, snap); err != nil {
+	next, fresh, err := s.relisten(cfg)
+	if err != nil {
 		return err
 	}
-	if fmt.Sprint(old.Listeners) != fmt.Sprint(cfg.Listeners) || old.Timeouts != cfg.Timeouts || old.Limits.MaxHeaderBytes != cfg.Limits.MaxHeaderBytes {
-		s.log.Warn("listener, timeout and header-limit changes need a restart; keeping the running ones")
+	if err := s.setAccessLog(cfg, snap); err != nil {
+		for l := range fresh {
+			l.fast.close()
+		}
+		return err
+	}
+	if certdDirsChanged(old, cfg) {
+		s.log.Warn("certd_dir changes need a restart; keeping the folders read now")
 	}
 	if cfg.Cache.MaxSize != old.Cache.MaxSize {
 		s.store.SetMaxBytes(int64(cfg.Cache.MaxSize))
@@ -321,6 +268,7 @@ func (s *Service) Reload(_ context.Context, cfg *Config) error {
 	prev := s.h.snap.Swap(snap)
 	s.certs.Store(certs)
 	s.cfg.Store(cfg)
+	s.swapListeners(next, fresh, cfg.Shutdown.Grace.D())
 	s.forgetRemoved(prev, snap)
 	return nil
 }
@@ -353,31 +301,18 @@ func (s *Service) forgetRemoved(prev, next *snapshot) {
 // Shutdown drains viewer connections until ctx ends, then closes.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	servers := append([]*http.Server(nil), s.servers...)
-	fast := append([]*fastServer(nil), s.fast...)
+	listeners := s.listeners
 	s.mu.Unlock()
-	var h2wg sync.WaitGroup
-	for _, f := range fast {
-		f.close()
-		if f.h2 != nil {
-			h2wg.Add(1)
-			go func() {
-				defer h2wg.Done()
-				_ = f.h2.Shutdown(ctx) // GOAWAY; in-flight streams finish
-			}()
-		}
+	errs := make([]error, len(listeners))
+	var wg sync.WaitGroup
+	for i, l := range listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.stop(ctx)
+		}()
 	}
-	defer h2wg.Wait()
-	var errs []error
-	for _, srv := range servers {
-		if err := srv.Shutdown(ctx); err != nil {
-			_ = srv.Close()
-			errs = append(errs, err)
-		}
-	}
-	for _, f := range fast {
-		waitCtx(ctx, &f.wg)
-	}
+	wg.Wait()
 	waitCtx(ctx, &s.wg)
 	if s.gcStop != nil {
 		s.gcStop()
