@@ -94,3 +94,45 @@ func TestBindError(t *testing.T) {
 		t.Errorf("sockets kept after a failed bind: %v", set.m)
 	}
 }
+
+// flakyListener fails its first Accept with an error other than a closed
+// socket (as EMFILE does).
+type flakyListener struct {
+	net.Listener
+	failed bool
+}
+
+func (f *flakyListener) Accept() (net.Conn, error) {
+	if !f.failed {
+		f.failed = true
+		return nil, errors.New("accept4: too many open files")
+	}
+	return f.Listener.Accept()
+}
+
+// TestAcceptErrorWaitedOut: an accept error that is not a closed socket
+// does not end the views; the next connection still arrives.
+func TestAcceptErrorWaitedOut(t *testing.T) {
+	set := Set{Bind: func(addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return &flakyListener{Listener: ln}, nil
+	}}
+	ln, err := set.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := accept1(t, ln)
+	if err != nil {
+		t.Fatalf("after an accept error: %v", err)
+	}
+	got.Close()
+}
