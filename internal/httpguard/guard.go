@@ -432,9 +432,48 @@ func Wrap(next http.Handler, opts Options) http.Handler {
 			refuse(w, http.StatusBadRequest, ReasonBothTECL+": both Transfer-Encoding and Content-Length present")
 			return
 		}
+		if r.ProtoMajor == 1 && (len(r.Header["Upgrade"]) > 0 || r.Method == http.MethodConnect) {
+			// Conn stops checking after such a request (the connection may
+			// switch protocols): unless it does, it ends with this answer.
+			w = &closeUnlessSwitched{ResponseWriter: w}
+		}
 		next.ServeHTTP(w, r)
 	})
 }
+
+// closeUnlessSwitched adds Connection: close to a final response, so a
+// connection whose upgrade did not happen carries no further request past
+// the guard. A 101 is written by whoever hijacks the connection, not
+// through it.
+type closeUnlessSwitched struct {
+	http.ResponseWriter
+	final bool
+}
+
+func (c *closeUnlessSwitched) WriteHeader(code int) {
+	if !c.final && code >= 200 {
+		c.final = true
+		c.Header().Set("Connection", "close")
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *closeUnlessSwitched) Write(b []byte) (int, error) {
+	if !c.final {
+		c.WriteHeader(http.StatusOK)
+	}
+	return c.ResponseWriter.Write(b)
+}
+
+func (c *closeUnlessSwitched) Flush() {
+	if !c.final {
+		c.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(c.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach Hijack and deadlines.
+func (c *closeUnlessSwitched) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // Marked says whether h carries the guard's marker: such a request is
 // answered by Wrap's handler (the guard's 400), never by a shortcut past it.

@@ -130,6 +130,10 @@ func TestListenerKeepAlive(t *testing.T) {
 			bodies: nil, calls: 0},
 		{name: "bad chunk size", raw: "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n 3\r\nabc\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
 			bodies: nil, calls: 0},
+		// The guard stops checking after an upgrade request, so one not
+		// switched ends the connection (Wrap adds Connection: close).
+		{name: "request after an upgrade not switched", raw: "GET /a HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+			bodies: []string{"/a:"}, calls: 1},
 		{name: "second request bad", raw: "GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
 			bodies: []string{"/ok:"}, calls: 1},
 	} {
