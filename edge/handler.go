@@ -149,6 +149,14 @@ func (h *Handler) serve(w http.ResponseWriter, st *reqState) {
 		st.r = &r2
 		r = &r2
 	}
+	if isWebSocket(r) {
+		if st.inlineOnly {
+			st.declined = true
+			return
+		}
+		h.upgrade(w, st)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		if st.inlineOnly {
 			st.declined = true

@@ -189,9 +189,14 @@ func (h *Handler) pass(w http.ResponseWriter, st *reqState, invalidate bool) {
 // passRoundTrip sends a pass-through request. When the origin gives no
 // response it answers the viewer (413, 502, 504) and returns nil.
 func (h *Handler) passRoundTrip(w http.ResponseWriter, st *reqState, req *http.Request) *http.Response {
+	return h.sendPass(w, st, req, st.b.origin.RoundTrip)
+}
+
+// sendPass is passRoundTrip through send.
+func (h *Handler) sendPass(w http.ResponseWriter, st *reqState, req *http.Request, send func(*http.Request) (*http.Response, error)) *http.Response {
 	r, b := st.r, st.b
 	start := time.Now()
-	resp, err := b.origin.RoundTrip(req)
+	resp, err := send(req)
 	st.upAddr, st.upDur = b.origin.Name(), time.Since(start)
 	if err != nil {
 		var mbe *http.MaxBytesError

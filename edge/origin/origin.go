@@ -56,6 +56,10 @@ type HTTP struct {
 	viewer bool
 	tr     http.RoundTripper
 	close  func() // drops idle pooled connections
+	// up carries upgrade requests (WebSocket): net/http's transport hands
+	// back a 101's connection as the response body. HTTP/1.1 only, since
+	// an upgrade cannot ride HTTP/2.
+	up *http.Transport
 	// rawGet: SendGet works (the lean transport, and a base path that
 	// needs no escaping, so it goes out as it is, as RoundTrip sends it).
 	rawGet bool
@@ -102,6 +106,19 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 		}
 		h.tr, h.close = tr, tr.CloseIdleConnections
 	}
+	h.up = &http.Transport{
+		Proxy:                  nil,
+		DialContext:            d.DialContext,
+		TLSHandshakeTimeout:    o.ConnectTimeout,
+		ResponseHeaderTimeout:  o.ResponseTimeout,
+		DisableCompression:     true,
+		DisableKeepAlives:      true, // an upgrade is one connection's whole life
+		MaxResponseHeaderBytes: 64 << 10,
+		TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
+	}
+	if o.InsecureSkipVerify {
+		h.up.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // opt-in for private origins
+	}
 	if o.HostHeader == "viewer" {
 		h.viewer, h.host = true, ""
 	}
@@ -140,6 +157,26 @@ func (h *HTTP) Addr() string { return h.base.Host }
 // RoundTrip sends req (an outgoing request built by the edge, owned by the
 // caller) to the origin, rewriting its URL and Host.
 func (h *HTTP) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := h.tr.RoundTrip(h.target(req))
+	if err != nil {
+		return nil, fmt.Errorf("origin %q: %w", h.name, err)
+	}
+	return resp, nil
+}
+
+// Upgrade sends an upgrade request (WebSocket) on a connection of its own.
+// On 101 the response body is that connection, an io.ReadWriteCloser the
+// caller copies both ways and closes.
+func (h *HTTP) Upgrade(req *http.Request) (*http.Response, error) {
+	resp, err := h.up.RoundTrip(h.target(req))
+	if err != nil {
+		return nil, fmt.Errorf("origin %q: %w", h.name, err)
+	}
+	return resp, nil
+}
+
+// target is req aimed at the origin: its URL and Host rewritten.
+func (h *HTTP) target(req *http.Request) *http.Request {
 	// A shallow copy: only the URL and Host change (a group may send req
 	// to its next member).
 	out := req.WithContext(req.Context())
@@ -162,11 +199,7 @@ func (h *HTTP) RoundTrip(req *http.Request) (*http.Response, error) {
 		out.Host = h.base.Host
 	}
 	out.RequestURI = ""
-	resp, err := h.tr.RoundTrip(out)
-	if err != nil {
-		return nil, fmt.Errorf("origin %q: %w", h.name, err)
-	}
-	return resp, nil
+	return out
 }
 
 // Lean reports whether SendGet works: the origin is plain HTTP on the
@@ -216,6 +249,12 @@ func (h *HTTP) SendGet(buf *[]byte, path, query, viewerHost string, hdr []byte, 
 
 // Close drops pooled connections.
 func (h *HTTP) Close() { h.close() }
+
+// Upgrader is an origin that takes upgrade requests (HTTP origins and
+// groups of them; a bucket does not).
+type Upgrader interface {
+	Upgrade(req *http.Request) (*http.Response, error)
+}
 
 // GroupOptions configure an origin group.
 type GroupOptions struct {
@@ -273,3 +312,31 @@ func (g *Group) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // CloseIdle drops idle pooled connections (after a reload replaced it).
 func (h *HTTP) CloseIdle() { h.close() }
+
+// Upgrade sends an upgrade request to the first member that takes
+// upgrades and can be reached, failing over on connection errors only
+// (an answer, even an error status, is the origin's).
+func (g *Group) Upgrade(req *http.Request) (*http.Response, error) {
+	var errs []error
+	for _, m := range g.members {
+		u, ok := m.(Upgrader)
+		if !ok {
+			continue
+		}
+		resp, err := u.Upgrade(req)
+		if err == nil {
+			return resp, nil
+		}
+		errs = append(errs, err)
+		if errors.Is(err, context.Canceled) {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return nil, ErrNoUpgrade
+	}
+	return nil, errors.Join(errs...)
+}
+
+// ErrNoUpgrade: no member of the group takes upgrade requests.
+var ErrNoUpgrade = errors.New("no origin that takes upgrade requests")
