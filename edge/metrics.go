@@ -43,6 +43,7 @@ type metrics struct {
 	streamed  prometheus.Counter
 	relayed   prometheus.Counter
 	rawRelay  prometheus.Counter
+	websocket prometheus.Gauge
 }
 
 const ns = "edgestack_edged_"
@@ -68,8 +69,10 @@ func newMetrics(reg prometheus.Registerer, store *cache.Store) *metrics {
 			Help: "Requests for uncacheable objects (hit-for-miss) served by the HTTP/1.1 front end's relay rather than the full handler; counted among the misses too."}),
 		rawRelay: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "relayed_raw_requests_total",
 			Help: "Relayed requests whose answer (again one that cannot be stored) was copied to the viewer from the origin's bytes rather than through the handler's response path; counted among the relayed too."}),
+		websocket: prometheus.NewGauge(prometheus.GaugeOpts{Name: ns + "websockets_open",
+			Help: "WebSocket connections relayed to origins right now."}),
 	}
-	reg.MustRegister(m.requests, m.bytes, m.originDur, m.originErr, m.coalesced, m.invalid, m.streamed, m.relayed, m.rawRelay,
+	reg.MustRegister(m.requests, m.bytes, m.originDur, m.originErr, m.coalesced, m.invalid, m.streamed, m.relayed, m.rawRelay, m.websocket,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ns + "cache_bytes", Help: "Bytes held by cached objects."},
 			func() float64 { return float64(store.Stats().Bytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ns + "cache_max_bytes", Help: "The cache's memory budget."},

@@ -66,6 +66,8 @@ func (h *Handler) upgrade(w http.ResponseWriter, st *reqState) {
 	_ = conn.SetDeadline(time.Time{}) // the listener's read and idle timeouts no longer apply
 	st.code = http.StatusSwitchingProtocols
 	b.d.counters[stPass].Inc()
+	h.m.websocket.Inc()
+	defer h.m.websocket.Dec()
 	hdr := resp.Header.Clone()
 	hdr["X-Cache"] = xcache[stPass]
 	if _, err := io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\n"); err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/net/websocket"
 )
 
@@ -81,6 +82,9 @@ distributions:
 			}
 			defer ws.Close()
 			_ = ws.SetDeadline(time.Now().Add(5 * time.Second))
+			if n := openWebSockets(te); n != 1 {
+				t.Errorf("websockets_open after the 101: %v, want 1", n)
+			}
 			for _, msg := range []string{"hello", strings.Repeat("x", 100<<10), "bye"} {
 				if err := websocket.Message.Send(ws, msg); err != nil {
 					t.Fatal(err)
@@ -94,6 +98,13 @@ distributions:
 				}
 			}
 		})
+	}
+	// Both closed by now or shortly: the gauge comes back to 0.
+	for deadline := time.Now().Add(5 * time.Second); openWebSockets(te) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("websockets_open stays at %v after the viewers closed", openWebSockets(te))
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	t.Run("origin closes", func(t *testing.T) {
 		ws, err := websocket.Dial("ws://"+addrs[0].String()+"/ws-once", "", "http://a.example.test/")
@@ -143,4 +154,12 @@ distributions:
 	if code, body, closed := upgradeGet("/static/ws"); code != http.StatusBadRequest || !strings.Contains(body, "does not take WebSocket upgrades") || !closed {
 		t.Errorf("upgrade to a bucket origin: %d %q, connection closed: %t", code, body, closed)
 	}
+}
+
+func openWebSockets(te *testEdge) float64 {
+	var m dto.Metric
+	if err := te.svc.m.websocket.Write(&m); err != nil {
+		te.t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
 }
