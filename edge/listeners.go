@@ -119,7 +119,6 @@ func (s *Service) serveListener(l *edgeListener) {
 // listener shares it) and lets its connections finish until ctx ends.
 func (l *edgeListener) stop(ctx context.Context) error {
 	l.fast.close()
-	var errs []error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -127,13 +126,13 @@ func (l *edgeListener) stop(ctx context.Context) error {
 			_ = l.fast.h2.Shutdown(ctx) // GOAWAY; in-flight streams finish
 		}
 	}()
-	if err := l.srv.Shutdown(ctx); err != nil {
+	err := l.srv.Shutdown(ctx)
+	if err != nil {
 		_ = l.srv.Close()
-		errs = append(errs, err)
 	}
 	waitCtx(ctx, &l.fast.wg)
 	<-done
-	return errors.Join(errs...)
+	return err
 }
 
 // retire stops l in the background within the shutdown grace; s.wg owns
@@ -150,18 +149,18 @@ func (s *Service) retire(l *edgeListener, grace time.Duration) {
 	}()
 }
 
-// relisten builds the listener set for cfg: kept where the settings are
-// unchanged, new (on the same socket where the address is) where not.
-// Nothing serves yet; on error the new ones are closed and nothing
-// changed.
-func (s *Service) relisten(cfg *Config) (next []*edgeListener, fresh map[*edgeListener]bool, err error) {
+// relisten builds the listener set for cfg: the running ones where the
+// settings are unchanged, new ones (on the same socket where the address
+// is) where not. Nothing new serves yet; on error the new ones are closed
+// and nothing changed.
+func (s *Service) relisten(cfg *Config) ([]*edgeListener, error) {
 	s.mu.Lock()
 	running := map[string]*edgeListener{}
 	for _, l := range s.listeners {
 		running[l.name] = l
 	}
 	s.mu.Unlock()
-	fresh = map[*edgeListener]bool{}
+	var next []*edgeListener
 	for _, lc := range cfg.Listeners {
 		if old := running[listenerName(lc)]; old != nil && old.spec == listenerSpec(cfg, lc) {
 			next = append(next, old)
@@ -169,33 +168,52 @@ func (s *Service) relisten(cfg *Config) (next []*edgeListener, fresh map[*edgeLi
 		}
 		l, err := s.newListener(cfg, lc)
 		if err != nil {
-			for nl := range fresh {
-				nl.fast.close()
-			}
-			return nil, nil, err
+			s.closeUnserved(next)
+			return nil, err
 		}
-		fresh[l] = true
 		next = append(next, l)
 	}
-	return next, fresh, nil
+	return next, nil
 }
 
-// swapListeners serves the fresh listeners of next and retires the
-// running ones next does not keep.
-func (s *Service) swapListeners(next []*edgeListener, fresh map[*edgeListener]bool, grace time.Duration) {
+// listenerSet is ls as a set.
+func listenerSet(ls []*edgeListener) map[*edgeListener]bool {
+	set := make(map[*edgeListener]bool, len(ls))
+	for _, l := range ls {
+		set[l] = true
+	}
+	return set
+}
+
+// closeUnserved closes the listeners of next that are not running: built
+// by relisten (or Start) and never served.
+func (s *Service) closeUnserved(next []*edgeListener) {
+	s.mu.Lock()
+	running := listenerSet(s.listeners)
+	s.mu.Unlock()
 	for _, l := range next {
-		if fresh[l] {
+		if !running[l] {
+			l.fast.close()
+		}
+	}
+}
+
+// swapListeners serves the listeners of next that are new and retires the
+// running ones next does not keep.
+func (s *Service) swapListeners(next []*edgeListener, grace time.Duration) {
+	s.mu.Lock()
+	prev := s.listeners
+	s.mu.Unlock()
+	was := listenerSet(prev)
+	for _, l := range next {
+		if !was[l] {
 			s.serveListener(l)
 		}
 	}
 	s.mu.Lock()
-	prev := s.listeners
 	s.listeners = next
 	s.mu.Unlock()
-	kept := map[*edgeListener]bool{}
-	for _, l := range next {
-		kept[l] = true
-	}
+	kept := listenerSet(next)
 	for _, l := range prev {
 		if !kept[l] {
 			s.retire(l, grace)

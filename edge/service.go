@@ -195,19 +195,12 @@ func (s *Service) Start(ctx context.Context) error {
 	for _, lc := range cfg.Listeners {
 		l, err := s.newListener(cfg, lc)
 		if err != nil {
-			for _, nl := range listeners {
-				nl.fast.close()
-			}
+			s.closeUnserved(listeners)
 			return err
 		}
 		listeners = append(listeners, l)
 	}
-	for _, l := range listeners {
-		s.serveListener(l)
-	}
-	s.mu.Lock()
-	s.listeners = listeners
-	s.mu.Unlock()
+	s.swapListeners(listeners, 0) // nothing runs yet: all are served
 	s.started.Store(true)
 	return nil
 }
@@ -248,14 +241,12 @@ func (s *Service) Reload(_ context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	next, fresh, err := s.relisten(cfg)
+	next, err := s.relisten(cfg)
 	if err != nil {
 		return err
 	}
 	if err := s.setAccessLog(cfg, snap); err != nil {
-		for l := range fresh {
-			l.fast.close()
-		}
+		s.closeUnserved(next)
 		return err
 	}
 	if certdDirsChanged(old, cfg) {
@@ -268,7 +259,7 @@ func (s *Service) Reload(_ context.Context, cfg *Config) error {
 	prev := s.h.snap.Swap(snap)
 	s.certs.Store(certs)
 	s.cfg.Store(cfg)
-	s.swapListeners(next, fresh, cfg.Shutdown.Grace.D())
+	s.swapListeners(next, cfg.Shutdown.Grace.D())
 	s.forgetRemoved(prev, snap)
 	return nil
 }

@@ -89,7 +89,6 @@ func (h *Handler) upgrade(w http.ResponseWriter, st *reqState) {
 // already buffered) and origin → viewer until one side ends, then closes
 // both so the other copy ends too. It returns the bytes sent to the viewer.
 func tunnel(viewer net.Conn, buffered *bufio.Reader, back io.ReadWriteCloser) int64 {
-	var toViewer int64
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
@@ -108,7 +107,7 @@ func tunnel(viewer net.Conn, buffered *bufio.Reader, back io.ReadWriteCloser) in
 			stop()
 		}
 	}()
-	toViewer, _ = io.Copy(viewer, back)
+	toViewer, _ := io.Copy(viewer, back)
 	stop() // the origin is done (or failed): so is the viewer
 	<-done
 	return toViewer
