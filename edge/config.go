@@ -140,6 +140,10 @@ type Timeouts struct {
 	Write config.Duration `yaml:"write"`
 	// Idle closes keep-alive connections idle this long. Default: 120s.
 	Idle config.Duration `yaml:"idle"`
+	// WebSocketIdle closes a relayed WebSocket when no byte has moved
+	// either way for this long (Varnish's pipe_timeout, HAProxy's timeout
+	// tunnel). 0 keeps tunnels open until a side closes. Default: 10m.
+	WebSocketIdle config.Duration `yaml:"websocket_idle"`
 }
 
 // AccessLog configures the access log.
@@ -295,7 +299,7 @@ func DefaultConfig() *Config {
 		Limits:    Limits{MaxHeaderBytes: 32 << 10, MaxURLLength: 8192, MaxBodySize: 10 << 20},
 		Timeouts: Timeouts{
 			ReadHeader: config.Duration(10 * time.Second), Read: config.Duration(60 * time.Second),
-			Idle: config.Duration(120 * time.Second),
+			Idle: config.Duration(120 * time.Second), WebSocketIdle: config.Duration(10 * time.Minute),
 		},
 		AccessLog: AccessLog{Format: "json"},
 		HTTP2:     h2.Config{Server: h2.ServerEdgestack, MaxConcurrentStreams: 250},
@@ -363,7 +367,7 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxBodySize < 0 {
 		errs = append(errs, config.Errorf("limits.max_body_size", "must not be negative"))
 	}
-	for name, d := range map[string]config.Duration{"read_header": c.Timeouts.ReadHeader, "read": c.Timeouts.Read, "write": c.Timeouts.Write, "idle": c.Timeouts.Idle} {
+	for name, d := range map[string]config.Duration{"read_header": c.Timeouts.ReadHeader, "read": c.Timeouts.Read, "write": c.Timeouts.Write, "idle": c.Timeouts.Idle, "websocket_idle": c.Timeouts.WebSocketIdle} {
 		if d < 0 {
 			errs = append(errs, config.Errorf("timeouts."+name, "must not be negative"))
 		}

@@ -30,7 +30,9 @@ type edgeListener struct {
 // a string to compare across reloads. Certificates are not in it: they
 // are looked up per handshake (s.certs), so a reload swaps them in place.
 func listenerSpec(cfg *Config, l Listener) string {
-	return fmt.Sprintf("%s tls=%t %+v %+v header=%d", l.Address, l.TLS != nil, cfg.Timeouts, cfg.HTTP2, cfg.Limits.MaxHeaderBytes)
+	to := cfg.Timeouts
+	to.WebSocketIdle = 0 // read per tunnel from the snapshot: no new servers for it
+	return fmt.Sprintf("%s tls=%t %+v %+v header=%d", l.Address, l.TLS != nil, to, cfg.HTTP2, cfg.Limits.MaxHeaderBytes)
 }
 
 func listenerName(l Listener) string {

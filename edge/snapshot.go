@@ -32,6 +32,7 @@ type snapshot struct {
 	sendfileDir string // where the copies live; "" memfd
 	maxURL      int
 	maxBody     int64
+	wsIdle      time.Duration     // a WebSocket tunnel with no bytes either way this long is closed; 0 never
 	keys        map[string][]byte // signing keys
 	log         *accesslog.Logger
 	origins     []origin.Origin
@@ -161,6 +162,7 @@ func build(cfg *Config, m *metrics) (*snapshot, error) {
 		sendfileDir: cfg.Cache.SendfileDir,
 		maxURL:      cfg.Limits.MaxURLLength,
 		maxBody:     int64(cfg.Limits.MaxBodySize),
+		wsIdle:      cfg.Timeouts.WebSocketIdle.D(),
 		keys:        map[string][]byte{},
 	}
 	if s.sendfile > 0 {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgestack/edgestack/edge/origin"
@@ -82,13 +83,19 @@ func (h *Handler) upgrade(w http.ResponseWriter, st *reqState) {
 	if err := brw.Flush(); err != nil {
 		return
 	}
-	st.bytes = tunnel(conn, brw.Reader, back)
+	var idled bool
+	st.bytes, idled = tunnel(conn, brw.Reader, back, st.s.wsIdle)
+	if idled {
+		h.log.Debug("websocket closed after its idle timeout", "distribution", b.d.name, "idle", st.s.wsIdle)
+	}
 }
 
 // tunnel copies viewer → origin (starting with what the viewer's reader
-// already buffered) and origin → viewer until one side ends, then closes
-// both so the other copy ends too. It returns the bytes sent to the viewer.
-func tunnel(viewer net.Conn, buffered *bufio.Reader, back io.ReadWriteCloser) int64 {
+// already buffered) and origin → viewer until one side ends, or until no
+// byte has moved either way for idle (if > 0); then it closes both so the
+// other copy ends too. It returns the bytes sent to the viewer and whether
+// the idle timeout ended the tunnel.
+func tunnel(viewer net.Conn, buffered *bufio.Reader, back io.ReadWriteCloser, idle time.Duration) (toViewer int64, idled bool) {
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
@@ -96,10 +103,35 @@ func tunnel(viewer net.Conn, buffered *bufio.Reader, back io.ReadWriteCloser) in
 			_ = back.Close()
 		})
 	}
+	start := time.Now()
+	var last atomic.Int64 // when a byte last moved, as time since start
+	var timedOut atomic.Bool
+	ended := make(chan struct{})
+	defer close(ended)
+	if idle > 0 {
+		go func() {
+			t := time.NewTimer(idle)
+			defer t.Stop()
+			for {
+				select {
+				case <-ended:
+					return
+				case <-t.C:
+					quiet := time.Since(start) - time.Duration(last.Load())
+					if quiet >= idle {
+						timedOut.Store(true)
+						stop()
+						return
+					}
+					t.Reset(idle - quiet)
+				}
+			}
+		}()
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = io.Copy(back, io.MultiReader(io.LimitReader(buffered, int64(buffered.Buffered())), viewer))
+		_, _ = io.Copy(activity{back, start, &last}, io.MultiReader(io.LimitReader(buffered, int64(buffered.Buffered())), viewer))
 		// The viewer is done sending: let the origin see it and finish.
 		if cw, ok := back.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
@@ -107,8 +139,20 @@ func tunnel(viewer net.Conn, buffered *bufio.Reader, back io.ReadWriteCloser) in
 			stop()
 		}
 	}()
-	toViewer, _ := io.Copy(viewer, back)
+	toViewer, _ = io.Copy(activity{viewer, start, &last}, back)
 	stop() // the origin is done (or failed): so is the viewer
 	<-done
-	return toViewer
+	return toViewer, timedOut.Load()
+}
+
+// activity notes in last when bytes were last written through it.
+type activity struct {
+	w     io.Writer
+	start time.Time
+	last  *atomic.Int64
+}
+
+func (a activity) Write(p []byte) (int, error) {
+	a.last.Store(int64(time.Since(a.start)))
+	return a.w.Write(p)
 }

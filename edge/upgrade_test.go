@@ -163,3 +163,72 @@ func openWebSockets(te *testEdge) float64 {
 	}
 	return m.GetGauge().GetValue()
 }
+
+// TestWebSocketIdle: a relayed WebSocket stays open while messages flow
+// more often than timeouts.websocket_idle, and is closed (both sides) once
+// nothing moves for that long.
+func TestWebSocketIdle(t *testing.T) {
+	originSaw := make(chan error, 1)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		websocket.Handler(func(c *websocket.Conn) {
+			for {
+				var msg string
+				if err := websocket.Message.Receive(c, &msg); err != nil {
+					originSaw <- err
+					return
+				}
+				if websocket.Message.Send(c, msg) != nil {
+					return
+				}
+			}
+		}).ServeHTTP(w, r)
+	})
+	te := startEdge(t, fmt.Sprintf(`listeners: [{address: "127.0.0.1:0"}]
+timeouts: {websocket_idle: 400ms}
+cache: {max_size: 8MiB, max_object_size: 1MiB}
+distributions:
+  - name: d
+    domains: ["*"]
+    origins: [{name: o, url: "%s"}]
+    default_behavior: {origin: o}
+`, o.URL), nil)
+	ws, err := websocket.Dial("ws://"+te.svc.Addrs()[0].String()+"/ws", "", "http://a.example.test/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	// Three times the timeout in all, a message every third of it.
+	for i := range 9 {
+		_ = ws.SetDeadline(time.Now().Add(5 * time.Second))
+		msg := fmt.Sprint("ping ", i)
+		var got string
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			t.Fatalf("message %d, %v into the tunnel: %v", i, time.Duration(i)*130*time.Millisecond, err)
+		}
+		if err := websocket.Message.Receive(ws, &got); err != nil || got != msg {
+			t.Fatalf("echo %d: %q %v (the tunnel was closed while in use)", i, got, err)
+		}
+		time.Sleep(130 * time.Millisecond)
+	}
+	// Now quiet: edged closes both sides.
+	_ = ws.SetDeadline(time.Now().Add(10 * time.Second))
+	var got string
+	err = websocket.Message.Receive(ws, &got)
+	if ne, ok := err.(interface{ Timeout() bool }); err == nil || (ok && ne.Timeout()) {
+		t.Fatalf("quiet tunnel: %v, want it closed by edged", err)
+	}
+	select {
+	case err := <-originSaw:
+		if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+			t.Errorf("origin side: %v, want closed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the origin's side of the tunnel stayed open")
+	}
+	for deadline := time.Now().Add(5 * time.Second); openWebSockets(te) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("websockets_open stays at %v after the idle close", openWebSockets(te))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
