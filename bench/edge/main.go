@@ -42,6 +42,7 @@ func main() {
 	rate := flag.Int("rate", 20000, "also measure latency at this fixed request rate (h2load --h1 --rps, smallest size); 0: skip")
 	h2 := flag.Bool("h2", true, "also measure HTTPS + HTTP/2 hits of the smallest size with h2load (edged and nginx; Varnish has no TLS)")
 	split := flag.Bool("split", true, "also measure hits of the smallest size with the server confined to one core and wrk (one thread) to another, so latency is not the two taking turns on the same cores")
+	perRequest := flag.Bool("per-request", true, "also measure hits of every size in a closed loop with h2load --h1 (same threads and connections as wrk), percentiles over every request from its log: wrk 4.1 prints coordinated-omission-corrected ones")
 	pass := flag.Bool("pass", true, "also measure pass-through requests for an uncacheable 1 KiB answer (every request reaches the origin)")
 	memory := flag.Int("memory", 0, "instead: memory run with this cache budget in MiB (4x the budget in distinct 16 KiB objects)")
 	flag.Parse()
@@ -52,7 +53,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers, *h2, *pass, *split, *rate); err != nil {
+	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers, *h2, *pass, *split, *perRequest, *rate); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/edge:", err)
 		os.Exit(1)
 	}
@@ -65,7 +66,7 @@ type server struct {
 	proc  *benchkit.Proc
 }
 
-func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string, h2, pass, split bool, rate int) error {
+func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string, h2, pass, split, perRequest bool, rate int) error {
 	if duration > time.Minute || rounds > 20 {
 		return fmt.Errorf("keep runs bounded: -duration <= 1m, -rounds <= 20")
 	}
@@ -265,6 +266,17 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 			func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
 				return benchkit.Wrk(ctx, "http://127.0.0.1:"+s.port+path, duration, threads, conns, s.proc)
 			})
+		if perRequest {
+			note := ""
+			if i == 0 {
+				note = fmt.Sprintf("Per request: h2load --h1 -t%d -c%d for %s, a closed loop like wrk's, with p50/p99 over every request from h2load's log. wrk 4.1 (Debian's) prints percentiles corrected for coordinated omission: each latency n is also counted at n−i, n−2i, … down to 2i, i being the run's mean time per request on a connection, so a pause of wrk's own thread counts many times over, and the more the faster the server (i is smaller). Its mean then exceeds connections ÷ requests/s, the most Little's law allows.", threads, conns, duration)
+			}
+			addCase(fmt.Sprintf("cache hit %s, per request (h2load closed loop)", sizeName(n)),
+				[]benchkit.Metric{benchkit.MetricRPS, benchkit.MetricCPU, benchkit.MetricP50, benchkit.MetricP99, benchkit.MetricErrors}, false, note,
+				func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
+					return benchkit.ClosedLoop(ctx, "http://127.0.0.1:"+s.port+path, duration, threads, conns, s.proc)
+				})
+		}
 		if cpus := benchkit.AllCPUs(); split && len(cpus) >= 2 {
 			serverCPU, clientCPU := cpus[0], cpus[1]
 			if i == 0 {
