@@ -113,8 +113,13 @@ func (h *Handler) serve(w http.ResponseWriter, st *reqState) {
 	}
 	b := d.behavior(r.URL.Path)
 	st.b = b
+	ws := isWebSocket(r)
+	method := r.Method
+	if ws {
+		method = http.MethodGet // over HTTP/2 a CONNECT (RFC 8441): to behaviors, the GET it is over HTTP/1.1
+	}
 	if r.TLS == nil && b.viewer != vpAllow {
-		if b.viewer == vpHTTPSOnly || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		if b.viewer == vpHTTPSOnly || (method != http.MethodGet && method != http.MethodHead) {
 			h.refuse(w, st, d, http.StatusForbidden, "this content is only served over HTTPS")
 			return
 		}
@@ -128,7 +133,7 @@ func (h *Handler) serve(w http.ResponseWriter, st *reqState) {
 		w.WriteHeader(http.StatusMovedPermanently)
 		return
 	}
-	if !b.allows(r.Method) {
+	if !b.allows(method) {
 		w.Header().Set("Allow", b.allowHdr)
 		h.refuse(w, st, d, http.StatusMethodNotAllowed, "method not allowed by this cache behavior")
 		return
@@ -149,7 +154,7 @@ func (h *Handler) serve(w http.ResponseWriter, st *reqState) {
 		st.r = &r2
 		r = &r2
 	}
-	if isWebSocket(r) {
+	if ws {
 		if st.inlineOnly {
 			st.declined = true
 			return

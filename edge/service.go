@@ -342,6 +342,7 @@ func (s *Service) h2Server(cfg *Config, handler http.Handler) *h2.Server {
 		ReadTimeout:          cfg.Timeouts.ReadHeader.D(),
 		BodyTimeout:          cfg.Timeouts.Read.D(),
 		WriteTimeout:         cfg.Timeouts.Write.D(),
+		ExtendedConnect:      true, // WebSockets over HTTP/2 (upgrade.go)
 		Logger:               s.log.With("component", "h2"),
 	}
 }

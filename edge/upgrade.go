@@ -1,31 +1,41 @@
 package edge
 
 import (
-	"bufio"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
 	"io"
-	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/edgestack/edgestack/edge/cache"
 	"github.com/edgestack/edgestack/edge/origin"
 	"golang.org/x/net/http/httpguts"
 )
 
-// isWebSocket reports whether r asks to upgrade to WebSocket (RFC 6455
-// §4.1): a GET over HTTP/1.1 with Connection: upgrade and Upgrade:
-// websocket. Other upgrades (h2c, TLS) are not forwarded.
+// isWebSocket reports whether r asks for a WebSocket: over HTTP/1.1 an
+// upgrade (RFC 6455 4.1: a GET with Connection: upgrade and Upgrade:
+// websocket), over HTTP/2 an extended CONNECT with :protocol websocket
+// (RFC 8441 4). Other upgrades (h2c, TLS) are not forwarded.
 func isWebSocket(r *http.Request) bool {
+	if r.ProtoMajor == 2 {
+		p := r.Header[":protocol"]
+		return r.Method == http.MethodConnect && len(p) == 1 && strings.EqualFold(p[0], "websocket")
+	}
 	return r.Method == http.MethodGet && r.ProtoAtLeast(1, 1) && r.ProtoMajor == 1 &&
 		httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") &&
 		httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket")
 }
 
-// upgrade relays a WebSocket upgrade to the behavior's origin, as
-// CloudFront does: never cached, on an origin connection of its own. On
-// 101 the viewer's connection is taken over and bytes are copied both ways
-// until either side closes; any other answer is relayed as a pass.
+// upgrade relays a WebSocket to the behavior's origin, as CloudFront
+// does: never cached, as an HTTP/1.1 upgrade on an origin connection of
+// its own. On 101 the viewer's side is joined to it: an HTTP/1.1 viewer's
+// connection is taken over (101), an HTTP/2 viewer's stream is answered
+// 200 and carries the bytes (RFC 8441); then bytes are copied both ways
+// until either side closes. Any other answer is relayed as a pass.
 func (h *Handler) upgrade(w http.ResponseWriter, st *reqState) {
 	r, b := st.r, st.b
 	st.status = stPass
@@ -40,8 +50,18 @@ func (h *Handler) upgrade(w http.ResponseWriter, st *reqState) {
 	}
 	rc := http.NewResponseController(w)
 	req := h.originRequest(r.Context(), st, http.MethodGet, true)
+	req.Body, req.ContentLength = nil, 0 // an HTTP/2 viewer's request body is its half of the tunnel
+	delete(req.Header, ":protocol")
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
+	var key string
+	if r.ProtoMajor == 2 {
+		// RFC 8441 5: the HTTP/2 hop has no Sec-WebSocket-Key (TLS and
+		// SETTINGS already show both ends speak it); the HTTP/1.1 hop
+		// needs one, and its answer proves the origin took the upgrade.
+		key = webSocketKey()
+		req.Header.Set("Sec-WebSocket-Key", key)
+	}
 	resp := h.sendPass(w, st, req, up.Upgrade)
 	if resp == nil {
 		return
@@ -58,48 +78,109 @@ func (h *Handler) upgrade(w http.ResponseWriter, st *reqState) {
 		return
 	}
 	defer back.Close()
-	conn, brw, err := rc.Hijack()
-	if err != nil { // an HTTP/2 viewer: isWebSocket lets none through
-		h.errorResponse(w, st, http.StatusInternalServerError, "viewer connection cannot be taken over")
+	if key != "" && resp.Header.Get("Sec-WebSocket-Accept") != webSocketAccept(key) {
+		h.log.Warn("origin's WebSocket handshake has a wrong Sec-WebSocket-Accept", "distribution", b.d.name)
+		h.errorResponse(w, st, http.StatusBadGateway, "origin's WebSocket handshake answer does not match its key")
 		return
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Time{}) // the listener's read and idle timeouts no longer apply
-	st.code = http.StatusSwitchingProtocols
+	var end viewerEnd
+	if r.ProtoMajor == 2 {
+		hdr := w.Header()
+		for k, vs := range cache.StoredHeader(resp.Header) {
+			hdr[k] = vs
+		}
+		delete(hdr, "Sec-Websocket-Accept")
+		hdr["X-Cache"] = xcache[stPass]
+		st.code = http.StatusOK
+		w.WriteHeader(http.StatusOK)
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		end = viewerEnd{from: r.Body, to: flushWriter{w, rc}, close: func() { _ = r.Body.Close() }}
+	} else {
+		conn, brw, err := rc.Hijack()
+		if err != nil {
+			h.errorResponse(w, st, http.StatusInternalServerError, "viewer connection cannot be taken over")
+			return
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Time{}) // the listener's read and idle timeouts no longer apply
+		st.code = http.StatusSwitchingProtocols
+		hdr := resp.Header.Clone()
+		hdr["X-Cache"] = xcache[stPass]
+		if _, err := io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\n"); err != nil {
+			return
+		}
+		if err := hdr.Write(brw); err != nil {
+			return
+		}
+		if _, err := io.WriteString(brw, "\r\n"); err != nil {
+			return
+		}
+		if err := brw.Flush(); err != nil {
+			return
+		}
+		from := io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), conn)
+		end = viewerEnd{from: from, to: conn, close: func() { _ = conn.Close() }}
+	}
 	b.d.counters[stPass].Inc()
 	h.m.websocket.Inc()
 	defer h.m.websocket.Dec()
-	hdr := resp.Header.Clone()
-	hdr["X-Cache"] = xcache[stPass]
-	if _, err := io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\n"); err != nil {
-		return
-	}
-	if err := hdr.Write(brw); err != nil {
-		return
-	}
-	if _, err := io.WriteString(brw, "\r\n"); err != nil {
-		return
-	}
-	if err := brw.Flush(); err != nil {
-		return
-	}
 	var idled bool
-	st.bytes, idled = tunnel(conn, brw.Reader, back, st.s.wsIdle)
+	st.bytes, idled = tunnel(end, back, st.s.wsIdle)
 	if idled {
 		h.log.Debug("websocket closed after its idle timeout", "distribution", b.d.name, "idle", st.s.wsIdle)
 	}
 }
 
-// tunnel copies viewer → origin (starting with what the viewer's reader
-// already buffered) and origin → viewer until one side ends, or until no
-// byte has moved either way for idle (if > 0); then it closes both so the
-// other copy ends too. It returns the bytes sent to the viewer and whether
-// the idle timeout ended the tunnel.
-func tunnel(viewer net.Conn, buffered *bufio.Reader, back io.ReadWriteCloser, idle time.Duration) (toViewer int64, idled bool) {
+// webSocketGUID is RFC 6455's fixed suffix of the handshake's key.
+const webSocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// webSocketKey is a fresh Sec-WebSocket-Key: 16 random bytes, base64.
+func webSocketKey() string {
+	var k [16]byte
+	_, _ = rand.Read(k[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.StdEncoding.EncodeToString(k[:])
+}
+
+// webSocketAccept is the Sec-WebSocket-Accept that answers key.
+func webSocketAccept(key string) string {
+	sum := sha1.Sum([]byte(key + webSocketGUID))
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// viewerEnd is the viewer's side of a tunnel: what it sends, where its
+// bytes go, and how to end it.
+type viewerEnd struct {
+	from  io.Reader
+	to    io.Writer
+	close func()
+}
+
+// flushWriter sends every write at once: an HTTP/2 response buffers
+// otherwise, and a WebSocket message must not wait for the next one.
+type flushWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.rc.Flush()
+	}
+	return n, err
+}
+
+// tunnel copies viewer → origin and origin → viewer until one side ends,
+// or until no byte has moved either way for idle (if > 0); then it closes
+// both so the other copy ends too. It returns the bytes sent to the viewer
+// and whether the idle timeout ended the tunnel.
+func tunnel(viewer viewerEnd, back io.ReadWriteCloser, idle time.Duration) (toViewer int64, idled bool) {
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			_ = viewer.Close()
+			viewer.close()
 			_ = back.Close()
 		})
 	}
@@ -131,7 +212,7 @@ func tunnel(viewer net.Conn, buffered *bufio.Reader, back io.ReadWriteCloser, id
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = io.Copy(activity{back, start, &last}, io.MultiReader(io.LimitReader(buffered, int64(buffered.Buffered())), viewer))
+		_, _ = io.Copy(activity{back, start, &last}, viewer.from)
 		// The viewer is done sending: let the origin see it and finish.
 		if cw, ok := back.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
@@ -139,7 +220,7 @@ func tunnel(viewer net.Conn, buffered *bufio.Reader, back io.ReadWriteCloser, id
 			stop()
 		}
 	}()
-	toViewer, _ = io.Copy(activity{viewer, start, &last}, back)
+	toViewer, _ = io.Copy(activity{viewer.to, start, &last}, back)
 	stop() // the origin is done (or failed): so is the viewer
 	<-done
 	return toViewer, timedOut.Load()

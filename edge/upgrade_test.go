@@ -12,6 +12,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/net/http2"
 	"golang.org/x/net/websocket"
 )
 
@@ -231,4 +232,163 @@ distributions:
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestWebSocketH2: an HTTP/2 viewer opens a WebSocket with an extended
+// CONNECT (RFC 8441). edged relays it to the origin as an HTTP/1.1 upgrade
+// with a Sec-WebSocket-Key of its own, answers 200 once the origin's 101
+// carries the matching Sec-WebSocket-Accept, and then carries the frames
+// both ways on the stream, past the listener's read timeout, until the
+// viewer ends it. A wrong accept value is a 502, and a refusal is relayed.
+func TestWebSocketH2(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ws":
+			if r.Header.Get("X-Forwarded-Proto") != "https" || r.Header.Get(":protocol") != "" {
+				http.Error(w, "not forwarded as an HTTP/1.1 upgrade from HTTPS", http.StatusTeapot)
+				return
+			}
+			websocket.Handler(func(c *websocket.Conn) {
+				for {
+					var msg string
+					if websocket.Message.Receive(c, &msg) != nil || websocket.Message.Send(c, msg) != nil {
+						return
+					}
+				}
+			}).ServeHTTP(w, r)
+		case "/wrong-accept":
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSBvbmU=\r\n\r\n")
+			brw.Flush()
+			time.Sleep(time.Second)
+		default:
+			http.Error(w, "no upgrades here", http.StatusForbidden)
+		}
+	})
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir, "a", "a.example.test")
+	te := startEdge(t, fmt.Sprintf(`listeners:
+  - address: 127.0.0.1:0
+    tls: {certificates: [{cert_file: %s, key_file: %s}]}
+timeouts: {read: 300ms}
+cache: {max_size: 8MiB, max_object_size: 1MiB}
+distributions:
+  - name: d
+    domains: ["*"]
+    origins: [{name: o, url: "%s"}]
+    default_behavior: {origin: o}
+`, cert, key, o.URL), nil)
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "a.example.test"}}
+	defer tr.CloseIdleConnections()
+	// open sends the extended CONNECT; w is the viewer's half of the tunnel.
+	open := func(path string) (*http.Response, *io.PipeWriter) {
+		t.Helper()
+		r, w := io.Pipe()
+		req, err := http.NewRequest(http.MethodConnect, "https://"+te.svc.Addrs()[0].String()+path, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "a.example.test"
+		req.Header.Set(":protocol", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Origin", "https://a.example.test")
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("extended CONNECT through edged: %v", err)
+		}
+		return resp, w
+	}
+	resp, w := open("/ws")
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Sec-Websocket-Accept") != "" || resp.Header.Get("Upgrade") != "" ||
+		!strings.HasPrefix(resp.Header.Get("X-Cache"), "Pass") {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		t.Fatalf("answer %d %v %q, want 200 without the HTTP/1.1 handshake's fields", resp.StatusCode, resp.Header, b)
+	}
+	if n := openWebSockets(te); n != 1 {
+		t.Errorf("websockets_open: %v, want 1", n)
+	}
+	for i, msg := range []string{"hello", strings.Repeat("x", 40<<10), "after the read timeout"} {
+		if i == 2 {
+			time.Sleep(500 * time.Millisecond)
+		}
+		if _, err := w.Write(clientFrame(msg)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readServerFrame(resp.Body)
+		if err != nil || got != msg {
+			t.Fatalf("echo of %d bytes: %d bytes, %v", len(msg), len(got), err)
+		}
+	}
+	w.Close() // END_STREAM: edged half-closes the origin, which ends
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Errorf("end of the tunnel: %v, want a clean end of stream", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); openWebSockets(te) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("websockets_open stays at %v after the viewer ended", openWebSockets(te))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, c := range []struct {
+		path string
+		code int
+		body string
+	}{
+		{"/wrong-accept", http.StatusBadGateway, "does not match its key"},
+		{"/refused", http.StatusForbidden, "no upgrades here"},
+	} {
+		resp, w := open(c.path)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		w.Close()
+		if resp.StatusCode != c.code || !strings.Contains(string(b), c.body) {
+			t.Errorf("%s: %d %q, want %d %q", c.path, resp.StatusCode, b, c.code, c.body)
+		}
+	}
+}
+
+// clientFrame is msg as a WebSocket text frame from a client (masked,
+// RFC 6455 5.2), up to 64 KiB.
+func clientFrame(msg string) []byte {
+	b := []byte{0x81}
+	if len(msg) < 126 {
+		b = append(b, 0x80|byte(len(msg)))
+	} else {
+		b = append(b, 0x80|126, byte(len(msg)>>8), byte(len(msg)))
+	}
+	mask := [4]byte{0x12, 0x34, 0x56, 0x78}
+	b = append(b, mask[:]...)
+	for i := range len(msg) {
+		b = append(b, msg[i]^mask[i%4])
+	}
+	return b
+}
+
+// readServerFrame reads one unmasked text frame of up to 64 KiB.
+func readServerFrame(r io.Reader) (string, error) {
+	var h [4]byte
+	if _, err := io.ReadFull(r, h[:2]); err != nil {
+		return "", err
+	}
+	if h[0] != 0x81 || h[1]&0x80 != 0 {
+		return "", fmt.Errorf("frame header %x: want an unmasked final text frame", h[:2])
+	}
+	n := int(h[1])
+	switch n {
+	case 126:
+		if _, err := io.ReadFull(r, h[2:4]); err != nil {
+			return "", err
+		}
+		n = int(h[2])<<8 | int(h[3])
+	case 127:
+		return "", fmt.Errorf("frame over 64 KiB")
+	}
+	p := make([]byte, n)
+	_, err := io.ReadFull(r, p)
+	return string(p), err
 }

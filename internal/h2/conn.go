@@ -165,12 +165,16 @@ func (sc *conn) serve() {
 func (sc *conn) handshake() error {
 	_ = sc.nc.SetReadDeadline(time.Now().Add(sc.srv.readTimeout()))
 	sc.mu.Lock()
-	err := sc.fr.WriteSettings(
-		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxReadFrame},
-		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.srv.maxStreams()},
-		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: sc.srv.maxHeaderBytes()},
-		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(sc.srv.streamWindow())},
-	)
+	settings := []http2.Setting{
+		{ID: http2.SettingMaxFrameSize, Val: maxReadFrame},
+		{ID: http2.SettingMaxConcurrentStreams, Val: sc.srv.maxStreams()},
+		{ID: http2.SettingMaxHeaderListSize, Val: sc.srv.maxHeaderBytes()},
+		{ID: http2.SettingInitialWindowSize, Val: uint32(sc.srv.streamWindow())},
+	}
+	if sc.srv.ExtendedConnect {
+		settings = append(settings, http2.Setting{ID: http2.SettingEnableConnectProtocol, Val: 1})
+	}
+	err := sc.fr.WriteSettings(settings...)
 	if err == nil {
 		err = sc.fr.WriteWindowUpdate(0, connWindow-65535)
 	}
@@ -486,7 +490,8 @@ func (sc *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	sc.streams[id] = st
 	sc.disarmIdleLocked()
-	if d := sc.srv.BodyTimeout; d > 0 && !st.remoteDone {
+	if d := sc.srv.BodyTimeout; d > 0 && !st.remoteDone && req.Method != http.MethodConnect {
+		// A tunnel's "body" is one direction of it, open as long as it is.
 		st.bodyTimer = time.AfterFunc(d, func() { sc.bodyTimedOut(st) })
 	}
 	sc.mu.Unlock()

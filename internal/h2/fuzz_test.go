@@ -172,6 +172,13 @@ func fuzzSeeds() []fuzzSeed {
 			fr.WriteRawFrame(0xee, 0xff, 3, []byte("?"))
 			writeBlock(fr, 1, true, block(getReq("/")), 16384)
 		}},
+		{"extended_connect", func(fr *http2.Framer) {
+			settings(fr)
+			writeBlock(fr, 1, false, block(hf(":method", "CONNECT", ":protocol", "websocket", ":scheme", "https", ":authority", "example.com", ":path", "/chat")), 16384)
+			fr.WriteData(1, false, []byte("hello"))
+			fr.WriteData(1, true, []byte("bye"))
+			writeBlock(fr, 3, true, block(hf(":method", "GET", ":protocol", "websocket", ":scheme", "https", ":authority", "example.com", ":path", "/")), 16384)
+		}},
 		{"no_settings", func(fr *http2.Framer) {
 			writeBlock(fr, 1, true, block(getReq("/")), 16384)
 		}},
@@ -238,6 +245,7 @@ func FuzzServeConn(f *testing.F) {
 		handlers := &handlerTracker{idle: make(chan struct{})}
 		s := &Server{
 			MaxConcurrentStreams: 8,
+			ExtendedConnect:      true,
 			MaxHeaderBytes:       8 << 10,
 			StreamWindow:         16 << 10,
 			ReadTimeout:          2 * time.Second,

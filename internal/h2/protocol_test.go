@@ -785,6 +785,8 @@ func TestMalformedRequests(t *testing.T) {
 		{":authority with a space", "8.3.1", append(without(":authority"), hf(":authority", "a b")...)},
 		{":authority with a tab", "8.3.1", append(without(":authority"), hf(":authority", "a\tb")...)},
 		{"host with a space", "8.3.1", append(without(":authority"), hf("host", "x y")...)},
+		// This server does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL.
+		{":protocol not offered", "RFC 8441 3", hf(":method", "CONNECT", ":protocol", "websocket", ":scheme", "http", ":authority", "example.com", ":path", "/bad")},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rc := dialRaw(t, ts.addr)
@@ -1906,4 +1908,80 @@ func TestServerResetKeepsSlot(t *testing.T) {
 	wantRefused(t, rc, g, 5, "third stream while two reset handlers run")
 	g.open()
 	requestUntilServed(t, rc, 7, "/after")
+}
+
+// TestExtendedConnect: with ExtendedConnect the server advertises
+// SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 3) and hands a CONNECT with
+// :protocol to the handler as x/net's server does; the stream then
+// carries bytes both ways, past BodyTimeout, until the client ends its
+// side. A :protocol on another method, or an extended CONNECT without its
+// target, is malformed (RFC 8441 4).
+func TestExtendedConnect(t *testing.T) {
+	var calls counter
+	ts := startTestServer(t, &Server{
+		ExtendedConnect: true,
+		BodyTimeout:     100 * time.Millisecond,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls.add(r.URL.Path)
+			if r.Method != http.MethodConnect || r.Header.Get(":protocol") != "echo" || r.Host != "example.com" {
+				http.Error(w, fmt.Sprintf("%s %q %s", r.Method, r.Header[":protocol"], r.Host), http.StatusBadRequest)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+			rc := http.NewResponseController(w)
+			_ = rc.Flush()
+			buf := make([]byte, 1024)
+			for {
+				n, err := r.Body.Read(buf)
+				if n > 0 {
+					w.Write(bytes.ToUpper(buf[:n]))
+					_ = rc.Flush()
+				}
+				if err != nil {
+					return
+				}
+			}
+		}),
+	}, nil)
+	rc := dialRaw(t, ts.addr)
+	if v, ok := rc.setting(http2.SettingEnableConnectProtocol); !ok || v != 1 {
+		t.Fatalf("SETTINGS_ENABLE_CONNECT_PROTOCOL %d (sent: %v), want 1", v, ok)
+	}
+	rc.headers(1, false, hf(":method", "CONNECT", ":protocol", "echo", ":scheme", "http", ":authority", "example.com", ":path", "/tunnel")...)
+	f := rc.wantFrame(http2.FrameHeaders, 1)
+	if f.endStream() || len(f.fields) == 0 || f.fields[0].Value != "200" {
+		t.Fatalf("tunnel answer %v %v, want an open 200", f, f.fields)
+	}
+	for i, msg := range []string{"ping", "after the body timeout"} {
+		if i > 0 {
+			time.Sleep(300 * time.Millisecond)
+		}
+		rc.data(1, false, []byte(msg))
+		if d := rc.wantFrame(http2.FrameData, 1); string(d.data) != strings.ToUpper(msg) {
+			t.Fatalf("echo of %q: %v %q\n%s", msg, d, d.data, rc.transcript())
+		}
+	}
+	rc.data(1, true, []byte("bye"))
+	if res := rc.await(1); !res.ended || string(res.body) != "BYE" {
+		t.Fatalf("end of the tunnel: %v, want BYE and END_STREAM\n%s", res, rc.transcript())
+	}
+	for _, c := range []struct {
+		name   string
+		fields []hpack.HeaderField
+	}{
+		{":protocol on a GET", hf(":method", "GET", ":protocol", "echo", ":scheme", "http", ":authority", "example.com", ":path", "/bad")},
+		{"no :path", hf(":method", "CONNECT", ":protocol", "echo", ":scheme", "http", ":authority", "example.com")},
+		{"no :scheme", hf(":method", "CONNECT", ":protocol", "echo", ":authority", "example.com", ":path", "/bad")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rc := dialRaw(t, ts.addr)
+			rc.headers(1, true, c.fields...)
+			if res := rc.await(1); !res.rst || res.code != http2.ErrCodeProtocol {
+				t.Errorf("got %v, want RST_STREAM PROTOCOL_ERROR\n%s", res, rc.transcript())
+			}
+			if n := calls.get("/bad"); n != 0 {
+				t.Errorf("the malformed request reached the handler (%d calls)", n)
+			}
+		})
+	}
 }

@@ -66,6 +66,14 @@ type Server struct {
 	// WriteTimeout closes a connection whose peer does not take a write
 	// within it. Default: 30s.
 	WriteTimeout time.Duration
+	// ExtendedConnect advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and
+	// takes CONNECT requests with a :protocol (RFC 8441: WebSockets over
+	// HTTP/2). The handler sees them as x/net's server shows them: Method
+	// CONNECT, the protocol in Header[":protocol"], URL and Host from :path
+	// and :authority; the request body and the response are the two
+	// directions of the tunnel, and BodyTimeout does not apply. Default:
+	// false (a :protocol is then a malformed request).
+	ExtendedConnect bool
 	// Logger gets debug lines about connection errors. Default: discard.
 	Logger *slog.Logger
 

@@ -87,8 +87,17 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 	path := f.PseudoValue("path")
 	scheme := f.PseudoValue("scheme")
 	authority := f.PseudoValue("authority")
-	if f.PseudoValue("protocol") != "" {
-		return nil, errors.New("extended CONNECT is not supported")
+	protocol := f.PseudoValue("protocol")
+	switch {
+	case protocol == "":
+	case !sc.srv.ExtendedConnect:
+		return nil, errors.New(":protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL")
+	case method != "CONNECT":
+		return nil, errors.New(":protocol in a request other than CONNECT")
+	case path == "" || scheme == "" || authority == "":
+		// RFC 8441 4: an extended CONNECT names its target as other
+		// requests do.
+		return nil, errors.New("extended CONNECT needs :scheme, :path and :authority")
 	}
 	switch {
 	case method == "":
@@ -98,7 +107,7 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 		// that there is no CR, LF or NUL, and a proxy writing
 		// "GET /admin HTTP/1.1" into its request line would inject one.
 		return nil, errors.New(":method is not a token")
-	case method == "CONNECT":
+	case method == "CONNECT" && protocol == "":
 		if path != "" || scheme != "" || authority == "" {
 			return nil, errors.New("CONNECT needs :authority and no :scheme or :path")
 		}
@@ -142,7 +151,10 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 		// As net/http's servers: a proxy would pass it on as Host.
 		return nil, errors.New("bad :authority or host")
 	}
-	if method != "CONNECT" && strings.IndexByte(path, ' ') >= 0 {
+	if protocol != "" {
+		header[":protocol"] = []string{protocol}
+	}
+	if (method != "CONNECT" || protocol != "") && strings.IndexByte(path, ' ') >= 0 {
 		// No request-target holds a space (RFC 9112 3.2), and a proxy
 		// that passed one on would give its target a request line of
 		// more than three parts ("GET /?q= HTTP/1.1 HTTP/1.1"): escaped,
@@ -150,7 +162,7 @@ func (sc *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request
 		path = strings.ReplaceAll(path, " ", "%20")
 	}
 	var u *url.URL
-	if method == "CONNECT" {
+	if method == "CONNECT" && protocol == "" {
 		u = &url.URL{Host: authority}
 		path = authority
 	} else if path == "*" {
