@@ -22,14 +22,6 @@ import (
 // refuses the upgrade is relayed as it answered, and a bucket origin is
 // refused.
 func TestWebSocket(t *testing.T) {
-	echo := websocket.Handler(func(c *websocket.Conn) { // message by message
-		for {
-			var msg string
-			if websocket.Message.Receive(c, &msg) != nil || websocket.Message.Send(c, msg) != nil {
-				return
-			}
-		}
-	})
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/ws-once": // one echo, then the origin ends the connection
@@ -44,7 +36,7 @@ func TestWebSocket(t *testing.T) {
 				http.Error(w, "no forwarded fields", http.StatusTeapot)
 				return
 			}
-			echo.ServeHTTP(w, r)
+			wsEcho.ServeHTTP(w, r)
 		default:
 			http.Error(w, "no upgrades here", http.StatusForbidden)
 		}
@@ -157,6 +149,16 @@ distributions:
 	}
 }
 
+// wsEcho is a WebSocket origin that sends every message back.
+var wsEcho = websocket.Handler(func(c *websocket.Conn) {
+	for {
+		var msg string
+		if websocket.Message.Receive(c, &msg) != nil || websocket.Message.Send(c, msg) != nil {
+			return
+		}
+	}
+})
+
 func openWebSockets(te *testEdge) float64 {
 	var m dto.Metric
 	if err := te.svc.m.websocket.Write(&m); err != nil {
@@ -248,14 +250,7 @@ func TestWebSocketH2(t *testing.T) {
 				http.Error(w, "not forwarded as an HTTP/1.1 upgrade from HTTPS", http.StatusTeapot)
 				return
 			}
-			websocket.Handler(func(c *websocket.Conn) {
-				for {
-					var msg string
-					if websocket.Message.Receive(c, &msg) != nil || websocket.Message.Send(c, msg) != nil {
-						return
-					}
-				}
-			}).ServeHTTP(w, r)
+			wsEcho.ServeHTTP(w, r)
 		case "/wrong-accept":
 			c, brw, err := http.NewResponseController(w).Hijack()
 			if err != nil {
