@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/edgestack/edgestack/internal/httpguard"
@@ -83,14 +82,11 @@ func (s *Service) newListener(cfg *Config, l Listener) (*edgeListener, error) {
 	return &edgeListener{name: name, spec: listenerSpec(cfg, l), addr: ln.Addr(), fast: fs, srv: srv}, nil
 }
 
-// challenges answers certd's HTTP-01 challenges ahead of next, when a
-// listener reads certd's storage.
+// challenges answers certd's HTTP-01 challenges ahead of next, from the
+// certd storage folders read at the time (none: next serves).
 func (s *Service) challenges(next http.Handler) http.Handler {
-	if len(s.sources) == 0 {
-		return next
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, src := range s.sources {
+		for _, src := range s.certSources() {
 			if src.HTTPChallenge(w, r) {
 				return
 			}
@@ -221,10 +217,4 @@ func (s *Service) swapListeners(next []*edgeListener, grace time.Duration) {
 			s.retire(l, grace)
 		}
 	}
-}
-
-// certdDirsChanged reports whether the set of certd storage folders
-// differs: its sources start with the service and stay.
-func certdDirsChanged(a, b *Config) bool {
-	return strings.Join(certdDirs(a), "\x00") != strings.Join(certdDirs(b), "\x00")
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,7 +38,8 @@ type Service struct {
 	m     *metrics
 
 	certs   atomic.Pointer[certSet]
-	sources []*certsource.Source
+	sources atomic.Pointer[certSources] // nil until Start
+	srcCtx  context.Context             // Start's: the certd sources' pollers run under it
 
 	socks sharedsock.Set
 	mu    sync.Mutex
@@ -182,15 +184,12 @@ func (s *Service) Start(ctx context.Context) error {
 			gcTuner(gctx, func() int64 { return int64(s.cfg.Load().Cache.MaxSize) })
 		}()
 	}
-	for _, dir := range certdDirs(cfg) {
-		src, err := certsource.New(certsource.Options{Dir: dir, Logger: s.log.With("component", "certsource"),
-			Registerer: s.deps.Registry, Namespace: "edgestack_edged"})
-		if err != nil {
-			return fmt.Errorf("edge: certd_dir %s: %w", dir, err)
-		}
-		src.Start(ctx)
-		s.sources = append(s.sources, src)
+	s.srcCtx = ctx
+	srcs, _, err := s.openSources(certdDirs(cfg), nil)
+	if err != nil {
+		return err
 	}
+	s.sources.Store(srcs)
 	var listeners []*edgeListener
 	for _, lc := range cfg.Listeners {
 		l, err := s.newListener(cfg, lc)
@@ -230,7 +229,8 @@ func waitCtx(ctx context.Context, wg *sync.WaitGroup) {
 // Reload swaps in a new config. Listeners whose settings (address, TLS on
 // or off, timeouts, header limit, http2) changed get new servers on their
 // sockets, new ones are bound and removed ones drained; the rest keep
-// serving. Only a changed set of certd_dir folders needs a restart.
+// serving. Added certd_dir folders are read before the swap, removed ones
+// stop being read after it.
 func (s *Service) Reload(_ context.Context, cfg *Config) error {
 	old := s.cfg.Load()
 	snap, err := build(cfg, s.m)
@@ -241,16 +241,19 @@ func (s *Service) Reload(_ context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	next, err := s.relisten(cfg)
+	srcs, added, err := s.openSources(certdDirs(cfg), s.sources.Load())
 	if err != nil {
 		return err
 	}
-	if err := s.setAccessLog(cfg, snap); err != nil {
-		s.closeUnserved(next)
+	next, err := s.relisten(cfg)
+	if err != nil {
+		closeSources(added)
 		return err
 	}
-	if certdDirsChanged(old, cfg) {
-		s.log.Warn("certd_dir changes need a restart; keeping the folders read now")
+	if err := s.setAccessLog(cfg, snap); err != nil {
+		closeSources(added)
+		s.closeUnserved(next)
+		return err
 	}
 	if cfg.Cache.MaxSize != old.Cache.MaxSize {
 		s.store.SetMaxBytes(int64(cfg.Cache.MaxSize))
@@ -258,10 +261,78 @@ func (s *Service) Reload(_ context.Context, cfg *Config) error {
 	}
 	prev := s.h.snap.Swap(snap)
 	s.certs.Store(certs)
+	oldSrcs := s.sources.Swap(srcs)
 	s.cfg.Store(cfg)
 	s.swapListeners(next, cfg.Shutdown.Grace.D())
 	s.forgetRemoved(prev, snap)
+	closeSources(oldSrcs.unlike(srcs))
 	return nil
+}
+
+// certSources are the certd storage folders being read, in config order.
+// A reload builds a new value, keeping the Sources of folders it still
+// names; readers load the current one.
+type certSources struct {
+	list  []*certsource.Source
+	byDir map[string]*certsource.Source
+}
+
+// certSources returns the Sources being read now.
+func (s *Service) certSources() []*certsource.Source {
+	if cs := s.sources.Load(); cs != nil {
+		return cs.list
+	}
+	return nil
+}
+
+// openSources returns the Sources for dirs: cur's for the folders it
+// already reads, new started ones (also returned as added) for the rest.
+// On an error, the ones it started are closed again.
+func (s *Service) openSources(dirs []string, cur *certSources) (next *certSources, added []*certsource.Source, err error) {
+	next = &certSources{byDir: map[string]*certsource.Source{}}
+	for _, dir := range dirs {
+		src := cur.get(dir)
+		if src == nil {
+			src, err = certsource.New(certsource.Options{Dir: dir, Logger: s.log.With("component", "certsource"),
+				Registerer: s.deps.Registry, Namespace: "edgestack_edged"})
+			if err != nil {
+				closeSources(added)
+				return nil, nil, fmt.Errorf("edge: certd_dir %s: %w", dir, err)
+			}
+			src.Start(s.srcCtx)
+			added = append(added, src)
+		}
+		next.list = append(next.list, src)
+		next.byDir[dir] = src
+	}
+	return next, added, nil
+}
+
+func (cs *certSources) get(dir string) *certsource.Source {
+	if cs == nil {
+		return nil
+	}
+	return cs.byDir[dir]
+}
+
+// unlike returns cs's Sources that next does not keep.
+func (cs *certSources) unlike(next *certSources) []*certsource.Source {
+	if cs == nil {
+		return nil
+	}
+	var out []*certsource.Source
+	for _, src := range cs.list {
+		if !slices.Contains(next.list, src) {
+			out = append(out, src)
+		}
+	}
+	return out
+}
+
+func closeSources(srcs []*certsource.Source) {
+	for _, src := range srcs {
+		src.Close()
+	}
 }
 
 // forgetRemoved deletes metric series of removed distributions and idles
@@ -311,9 +382,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	s.h.bgCancel()
 	s.h.bg.Wait()
-	for _, src := range s.sources {
-		src.Close()
-	}
+	closeSources(s.certSources())
 	s.store.Close()
 	s.mu.Lock()
 	if s.logOut != nil {
@@ -327,11 +396,10 @@ func (s *Service) Shutdown(ctx context.Context) error {
 // request; fresh hits (Handler.ServeInline) are answered on the
 // connection's own goroutine.
 func (s *Service) h2Server(cfg *Config, handler http.Handler) *h2.Server {
-	challenges := len(s.sources) > 0
 	return &h2.Server{
 		Handler: handler,
 		Inline: func(w http.ResponseWriter, r *http.Request) bool {
-			if httpguard.Marked(r.Header) || (challenges && strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/")) {
+			if httpguard.Marked(r.Header) || (strings.HasPrefix(r.URL.Path, acmePrefix) && len(s.certSources()) > 0) {
 				return false
 			}
 			return s.h.ServeInline(w, r)
@@ -393,7 +461,7 @@ func (s *Service) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 			return c, nil
 		}
 	}
-	for _, src := range s.sources {
+	for _, src := range s.certSources() {
 		if c, err := src.GetCertificate(hello); err == nil && c != nil {
 			return c, nil
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/edgestack/edgestack/internal/apptest"
+	"github.com/edgestack/edgestack/internal/config"
 	"golang.org/x/net/http2"
 )
 
@@ -114,25 +115,124 @@ distributions:
 	}
 }
 
-func TestTLSFromCertd(t *testing.T) {
-	storage := t.TempDir()
-	put := func(name string) {
-		cf, kf := writeCert(t, t.TempDir(), "c", name)
-		crt, _ := os.ReadFile(cf)
-		key, _ := os.ReadFile(kf)
-		st := &certmagic.FileStorage{Path: storage}
-		issuer := "acme-v02.api.letsencrypt.org-directory"
-		ctx := context.Background()
-		for k, v := range map[string][]byte{
-			certmagic.StorageKeys.SitePrivateKey(issuer, name): key,
-			certmagic.StorageKeys.SiteCert(issuer, name):       crt,
-			certmagic.StorageKeys.SiteMeta(issuer, name):       []byte(`{}`),
-		} {
-			if err := st.Store(ctx, k, v); err != nil {
-				t.Fatal(err)
+// putCertd stores a self-signed certificate for name in certd's storage
+// layout (certmagic's) under storage, as certd does after issuing.
+func putCertd(t *testing.T, storage, name string) {
+	t.Helper()
+	cf, kf := writeCert(t, t.TempDir(), "c", name)
+	crt, _ := os.ReadFile(cf)
+	key, _ := os.ReadFile(kf)
+	st := &certmagic.FileStorage{Path: storage}
+	issuer := "acme-v02.api.letsencrypt.org-directory"
+	ctx := context.Background()
+	for k, v := range map[string][]byte{
+		certmagic.StorageKeys.SitePrivateKey(issuer, name): key,
+		certmagic.StorageKeys.SiteCert(issuer, name):       crt,
+		certmagic.StorageKeys.SiteMeta(issuer, name):       []byte(`{}`),
+	} {
+		if err := st.Store(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// handshakeCN completes a TLS handshake with addr for sni and returns the
+// common name of the certificate served.
+func handshakeCN(addr, sni string) (string, error) {
+	c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].Subject.CommonName, nil
+}
+
+// TestReloadCertdDirs: a reload that names another certd storage folder
+// reads it before the new config serves and stops reading the one it no
+// longer names; a folder named before and after keeps its Source.
+func TestReloadCertdDirs(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	putCertd(t, a, "a.example.test")
+	putCertd(t, b, "b.example.test")
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
+	render := func(addr, dir string) string { // a fixed address: the listener is kept across reloads
+		return fmt.Sprintf(`listeners:
+  - name: https
+    address: %s
+    tls: {certd_dir: %s}
+cache: {max_size: 8MiB, max_object_size: 1MiB}
+distributions:
+  - name: d
+    domains: ["*"]
+    origins: [{name: o, url: "%s"}]
+    default_behavior: {origin: o}
+`, addr, dir, o.URL)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", apptest.FreePort(t))
+	te := startEdge(t, render(addr, a), nil)
+	reload := func(dir string) {
+		t.Helper()
+		cfg := DefaultConfig()
+		cfg.Admin.Listen = "127.0.0.1:0"
+		if _, err := config.Decode("reload.yaml", []byte(render(addr, dir)), cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if err := te.svc.Reload(context.Background(), cfg); err != nil {
+			t.Fatalf("reload to certd_dir %s: %v", dir, err)
+		}
+	}
+	if cn, err := handshakeCN(addr, "a.example.test"); err != nil || cn != "a.example.test" {
+		t.Fatalf("before the reload: %q %v", cn, err)
+	}
+	if _, err := handshakeCN(addr, "b.example.test"); err == nil {
+		t.Fatal("a certificate from a folder not yet named")
+	}
+	reload(b)
+	if cn, err := handshakeCN(addr, "b.example.test"); err != nil || cn != "b.example.test" {
+		t.Errorf("right after the reload naming the new folder: %q %v", cn, err)
+	}
+	if cn, err := handshakeCN(addr, "a.example.test"); err == nil {
+		t.Errorf("the folder no longer named still serves %q", cn)
+	}
+	// The gauge of certificates served, by folder: the old one's series
+	// goes with its reader.
+	served := map[string]float64{}
+	mfs, err := te.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "edgestack_edged_tls_certificates" {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "dir" {
+						served[l.GetValue()] = m.GetGauge().GetValue()
+					}
+				}
 			}
 		}
 	}
+	if _, ok := served[a]; ok || served[b] != 1 {
+		t.Errorf("edgestack_edged_tls_certificates by dir: %v, want only %s: 1", served, b)
+	}
+	kept := te.svc.sources.Load().byDir[b]
+	reload(b)
+	if got := te.svc.sources.Load().byDir[b]; got != kept || got == nil {
+		t.Errorf("a folder named before and after got a new Source")
+	}
+	putCertd(t, b, "late.example.test") // the kept Source still polls
+	waitFor(t, func() bool {
+		cn, err := handshakeCN(addr, "late.example.test")
+		return err == nil && cn == "late.example.test"
+	})
+}
+
+func TestTLSFromCertd(t *testing.T) {
+	storage := t.TempDir()
+	put := func(name string) { putCertd(t, storage, name) }
 	put("c.example.test")
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
 	te := startEdge(t, fmt.Sprintf(`listeners:
@@ -146,14 +246,7 @@ distributions:
     default_behavior: {origin: o}
 `, storage, o.URL), nil)
 	addr := te.svc.Addrs()[0].String()
-	dial := func(sni string) (string, error) {
-		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
-		if err != nil {
-			return "", err
-		}
-		defer c.Close()
-		return c.ConnectionState().PeerCertificates[0].Subject.CommonName, nil
-	}
+	dial := func(sni string) (string, error) { return handshakeCN(addr, sni) }
 	if cn, err := dial("c.example.test"); err != nil || cn != "c.example.test" {
 		t.Fatalf("certd certificate: %q %v", cn, err)
 	}

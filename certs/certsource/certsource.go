@@ -145,8 +145,9 @@ func (s *Source) Start(ctx context.Context) {
 	go s.poll(ctx)
 }
 
-// Close stops the poller and waits for it. The Source keeps serving the
-// last snapshot.
+// Close stops the poller and waits for it, and drops the folder's series
+// of the certificates gauge (edged stops reading a folder a reload no
+// longer names). The Source keeps serving the last snapshot.
 func (s *Source) Close() {
 	s.life.Lock()
 	if s.closed {
@@ -160,6 +161,7 @@ func (s *Source) Close() {
 		stop()
 		<-s.done
 	}
+	s.metrics.certs.DeleteLabelValues(s.opts.Dir)
 }
 
 func (s *Source) poll(ctx context.Context) {
