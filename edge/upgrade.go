@@ -83,6 +83,10 @@ func (h *Handler) upgrade(w http.ResponseWriter, st *reqState) {
 		h.errorResponse(w, st, http.StatusBadGateway, "origin's WebSocket handshake answer does not match its key")
 		return
 	}
+	// Counted before the viewer hears the answer, which may be at once.
+	b.d.counters[stPass].Inc()
+	h.m.websocket.Inc()
+	defer h.m.websocket.Dec()
 	var end viewerEnd
 	if r.ProtoMajor == 2 {
 		hdr := w.Header()
@@ -123,9 +127,6 @@ func (h *Handler) upgrade(w http.ResponseWriter, st *reqState) {
 		from := io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), conn)
 		end = viewerEnd{from: from, to: conn, close: func() { _ = conn.Close() }}
 	}
-	b.d.counters[stPass].Inc()
-	h.m.websocket.Inc()
-	defer h.m.websocket.Dec()
 	var idled bool
 	st.bytes, idled = tunnel(end, back, st.s.wsIdle)
 	if idled {
@@ -212,9 +213,11 @@ func tunnel(viewer viewerEnd, back io.ReadWriteCloser, idle time.Duration) (toVi
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = io.Copy(activity{back, start, &last}, viewer.from)
+		_, err := io.Copy(activity{back, start, &last}, viewer.from)
 		// The viewer is done sending: let the origin see it and finish.
-		if cw, ok := back.(interface{ CloseWrite() error }); ok {
+		// A viewer that failed or aborted (a reset connection or stream)
+		// is not coming back: the origin need not be heard out.
+		if cw, ok := back.(interface{ CloseWrite() error }); ok && err == nil {
 			_ = cw.CloseWrite()
 		} else {
 			stop()

@@ -241,7 +241,8 @@ distributions:
 // with a Sec-WebSocket-Key of its own, answers 200 once the origin's 101
 // carries the matching Sec-WebSocket-Accept, and then carries the frames
 // both ways on the stream, past the listener's read timeout, until the
-// viewer ends it. A wrong accept value is a 502, and a refusal is relayed.
+// viewer ends it, or at once when it resets the stream. A wrong accept
+// value is a 502, and a refusal is relayed.
 func TestWebSocketH2(t *testing.T) {
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -251,6 +252,16 @@ func TestWebSocketH2(t *testing.T) {
 				return
 			}
 			wsEcho.ServeHTTP(w, r)
+		case "/deaf": // takes the upgrade, then neither reads nor closes for 5 s
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+				webSocketAccept(r.Header.Get("Sec-WebSocket-Key")))
+			brw.Flush()
+			time.Sleep(5 * time.Second)
 		case "/wrong-accept":
 			c, brw, err := http.NewResponseController(w).Hijack()
 			if err != nil {
@@ -329,6 +340,20 @@ distributions:
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// A viewer that resets its stream ends the tunnel at once, even with an
+	// origin that would hold its side open.
+	resp, w = open("/deaf")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/deaf: %d", resp.StatusCode)
+	}
+	resp.Body.Close() // RST_STREAM (CANCEL): the request body was never ended
+	for deadline := time.Now().Add(2 * time.Second); openWebSockets(te) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("websockets_open stays at %v after the viewer reset its stream", openWebSockets(te))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	w.Close()
 	for _, c := range []struct {
 		path string
 		code int
