@@ -313,8 +313,16 @@ func (r *runner) stack() (*benchkit.Suite, error) {
 		fmt.Sprintf("wrk -t%d -c%d -d%s --latency on loopback. edgestack: edged (site as a bucket origin, cached) and lbd. Peer: nginx (site from disk, open_file_cache) and HAProxy. Both in front of the same three demo API processes.", r.threads, r.conns, r.duration),
 		"CPU per request counts the edge and the balancer (not the demo API, which both share). Configs: bench/peers/stack-*.",
 		"DNS is out of this path's loop (a client resolves once); dnsd is measured in the dns suite.",
+		fmt.Sprintf("Per request: h2load --h1 -t%d -c%d, a closed loop like wrk's, with p50/p99 over every request from h2load's log; wrk 4.1 prints percentiles corrected for coordinated omission (bench/edge/README.md).", r.threads, r.conns),
 	}}
-	for _, c := range []struct{ name, path string }{{"static page (/index.html)", "/index.html"}, {"API call (/api/hello)", "/api/hello"}} {
+	for _, c := range []struct {
+		name, path string
+		perRequest bool
+	}{
+		{"static page (/index.html)", "/index.html", false},
+		{"static page (/index.html), per request (h2load closed loop)", "/index.html", true},
+		{"API call (/api/hello)", "/api/hello", false},
+	} {
 		cs := &benchkit.Case{Name: c.name, Metrics: metrics, Subjects: []*benchkit.Subject{{Name: "edgestack", Ours: true}, {Name: "nginx+haproxy"}}}
 		if perr != nil {
 			cs.Subjects[1].Skipped = perr.Error()
@@ -327,7 +335,11 @@ func (r *runner) stack() (*benchkit.Suite, error) {
 		}
 		err := benchkit.Alternate(r.ctx, os.Stdout, "stack", cs, r.rounds, func(ctx context.Context, s *benchkit.Subject, _ int) (map[string]float64, error) {
 			f := fronts[s.Name]
-			l, before, after, err := benchkit.Wrk(ctx, "http://"+f.entry+c.path, r.duration, r.threads, r.conns, f.servers...)
+			load := benchkit.Wrk
+			if c.perRequest {
+				load = benchkit.ClosedLoop
+			}
+			l, before, after, err := load(ctx, "http://"+f.entry+c.path, r.duration, r.threads, r.conns, f.servers...)
 			if err != nil {
 				return nil, err
 			}
