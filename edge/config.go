@@ -105,7 +105,12 @@ type CacheConfig struct {
 	// (the majority of three measurements), else 768KiB. On one VM (Linux
 	// 6.18) memfd sendfile cost 25-35% more CPU than a write from 1 MiB
 	// on; on another with the same kernel it cost 20-30% less, up to
-	// 2 MiB; on a third, 10-25% more.
+	// 2 MiB; on a third, 10-25% more. With auto, hits of 512 KiB and more
+	// that have a copy go out by whichever of sendfile and a write from
+	// memory has cost less CPU in its system calls on this process's own
+	// recent hits (sendchoice.go): sendfile from an ext4 copy lost to a
+	// write by a fifth at 1 MiB on one Intel VM while winning on others.
+	// A size given here sends every copied body with sendfile.
 	SendfileMaxSize Size `yaml:"sendfile_max_size"`
 	// SendfileDir is where those copies live. Empty (default): anonymous
 	// memory files (memfd). A directory on a disk filesystem (ext4, xfs):

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgestack/edgestack/edge/cache"
 	"github.com/edgestack/edgestack/internal/accesslog"
 	"github.com/edgestack/edgestack/internal/h2"
 	"github.com/edgestack/edgestack/internal/httpguard"
@@ -539,9 +540,8 @@ func (f *fastServer) serveHit(c net.Conn, head []byte, br *bufio.Reader, scratch
 		_, err = c.Write(out)
 	default:
 		sent := false
-		if e.Blob != nil && e.Blob.Acquire() {
-			sent, err = sendHeadAndBlob(c, out, e.Blob)
-			e.Blob.Release()
+		if e.Blob != nil {
+			sent, err = f.sendLarge(c, out, e, s.sendAuto)
 		}
 		if !sent {
 			// writev; a large copy runs as an ordinary (blocking-marked)
@@ -698,3 +698,34 @@ func (l *chanListener) Close() error {
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
 var _ io.Reader = (*prefixConn)(nil)
+
+// sendLarge sends a large hit that has a sendfile copy: with sendfile
+// from the copy, or (auto, from sendChoiceMin: when the handler's
+// sendChoice finds it cheaper on this machine) a write from memory. sent is false when nothing was
+// sent and the caller is to write from memory: the connection is not a
+// TCP socket, the copy is gone, or the choice is an unmeasured write.
+func (f *fastServer) sendLarge(c net.Conn, out []byte, e *cache.Entry, auto bool) (sent bool, err error) {
+	if !e.Blob.Acquire() {
+		return false, nil
+	}
+	defer e.Blob.Release()
+	size := int64(len(e.Body))
+	if !auto || size < sendChoiceMin {
+		sent, _, err = sendHeadAndBlob(c, out, e.Blob, false)
+		return sent, err
+	}
+	useSF, measure := f.h.sends.pick(size)
+	var cpu time.Duration
+	switch {
+	case useSF:
+		sent, cpu, err = sendHeadAndBlob(c, out, e.Blob, measure)
+	case measure:
+		sent, cpu, err = writeMeasured(c, out, e.Body)
+	default:
+		return false, nil
+	}
+	if sent && err == nil && measure {
+		f.h.noteSend(size, useSF, cpu)
+	}
+	return sent, err
+}

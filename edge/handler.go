@@ -29,6 +29,10 @@ type Handler struct {
 	mu     sync.Mutex
 	flight map[string]*call
 
+	// sends picks how large hits with a sendfile copy are sent, from what
+	// each way has cost; it outlives reloads.
+	sends *sendChoice
+
 	// bg tracks background revalidations so Shutdown can wait for them.
 	bg       sync.WaitGroup
 	bgCtx    context.Context
@@ -37,7 +41,7 @@ type Handler struct {
 
 // newHandler builds a handler over store.
 func newHandler(store *cache.Store, m *metrics, log *slog.Logger) *Handler {
-	h := &Handler{store: store, m: m, log: log, flight: map[string]*call{}}
+	h := &Handler{store: store, m: m, log: log, flight: map[string]*call{}, sends: newSendChoice()}
 	h.bgCtx, h.bgCancel = context.WithCancel(context.Background())
 	return h
 }

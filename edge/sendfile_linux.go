@@ -22,23 +22,39 @@ import (
 // sendHeadAndBlob writes head, then the blob with sendfile(2): the body's
 // pages go to the socket without a copy through user memory. The caller
 // holds a reference on blob. ok is false when c is not a TCP socket (the
-// caller then writes from memory).
-func sendHeadAndBlob(c net.Conn, head []byte, blob *cache.Blob) (ok bool, err error) {
+// caller then writes from memory). With measure, cpu is the thread CPU
+// time spent in the system calls (raw ones: each runs on one thread).
+func sendHeadAndBlob(c net.Conn, head []byte, blob *cache.Blob, measure bool) (ok bool, cpu time.Duration, err error) {
 	tc, isTCP := sockio.TCP(c)
 	if !isTCP {
-		return false, nil
+		return false, 0, nil
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return false, nil
+		return false, 0, nil
 	}
 	var off int64
 	size := blob.Size()
 	var werr error
+	var t0 time.Duration
+	start := func() {
+		if measure {
+			runtime.LockOSThread() // both clock reads on one thread, preempted or not
+			t0 = threadCPU()
+		}
+	}
+	stop := func() {
+		if measure {
+			cpu += threadCPU() - t0
+			runtime.UnlockOSThread()
+		}
+	}
 	err = rc.Write(func(fd uintptr) bool {
 		for len(head) > 0 {
 			// MSG_MORE: let the header share a segment with the body.
+			start()
 			n, err := sockio.RawSend(fd, head, unix.MSG_MORE)
+			stop()
 			if err == unix.EAGAIN {
 				return false
 			}
@@ -52,7 +68,9 @@ func sendHeadAndBlob(c net.Conn, head []byte, blob *cache.Blob) (ok bool, err er
 			head = head[n:]
 		}
 		for off < size {
+			start()
 			n, err := sockio.RawSendfile(fd, blob.FD(), &off, size-off)
+			stop()
 			if err == unix.EAGAIN {
 				return false
 			}
@@ -73,7 +91,60 @@ func sendHeadAndBlob(c net.Conn, head []byte, blob *cache.Blob) (ok bool, err er
 	if err == nil {
 		err = werr
 	}
-	return true, err
+	return true, cpu, err
+}
+
+// writeMeasured writes head and body with writev(2), as the unmeasured
+// path does, and returns the thread CPU time spent in the calls: a
+// goroutine keeps its thread during a call, not across the waits for the
+// socket between them, so each call is measured on its own. ok is false
+// when c is not a TCP socket.
+//
+// The goroutine is locked to its thread only around each call: a
+// goroutine preempted between a clock read and its call could otherwise
+// read the second clock on another thread.
+func writeMeasured(c net.Conn, head, body []byte) (ok bool, cpu time.Duration, err error) {
+	tc, isTCP := sockio.TCP(c)
+	if !isTCP {
+		return false, 0, nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false, 0, nil
+	}
+	bufs := [][]byte{head, body}
+	var werr error
+	err = rc.Write(func(fd uintptr) bool {
+		for len(bufs) > 0 {
+			runtime.LockOSThread() // both clock reads on one thread, preempted or not
+			t0 := threadCPU()
+			n, err := unix.Writev(int(fd), bufs)
+			cpu += threadCPU() - t0
+			runtime.UnlockOSThread()
+			if err == unix.EAGAIN {
+				return false
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				werr = err
+				return true
+			}
+			for n > 0 && len(bufs) > 0 {
+				k := min(n, len(bufs[0]))
+				bufs[0], n = bufs[0][k:], n-k
+				if len(bufs[0]) == 0 {
+					bufs = bufs[1:]
+				}
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	return true, cpu, err
 }
 
 // meltdownFile says whether the kernel isolates its page tables (PTI).
@@ -201,7 +272,7 @@ func sendfileWins(size, rounds int) (bool, error) {
 			return false, err
 		}
 		t2 := threadCPU()
-		if _, err := sendHeadAndBlob(c, nil, blob); err != nil {
+		if _, _, err := sendHeadAndBlob(c, nil, blob, false); err != nil {
 			return false, err
 		}
 		t3 := threadCPU()

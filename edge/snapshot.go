@@ -30,6 +30,7 @@ type snapshot struct {
 	sendfile    int64  // body size from which stored entries get a memfd copy; 0 off
 	sendfileMax int64  // and up to which; 0 no bound
 	sendfileDir string // where the copies live; "" memfd
+	sendAuto    bool   // sendfile_max_size auto: Handler.sends picks sendfile or a write per large hit
 	maxURL      int
 	maxBody     int64
 	wsIdle      time.Duration     // a WebSocket tunnel with no bytes either way this long is closed; 0 never
@@ -160,6 +161,7 @@ func build(cfg *Config, m *metrics) (*snapshot, error) {
 		sendfile:    int64(cfg.Cache.SendfileMinSize),
 		sendfileMax: int64(cfg.Cache.sendfileMax()),
 		sendfileDir: cfg.Cache.SendfileDir,
+		sendAuto:    cfg.Cache.SendfileMaxSize == SizeAuto,
 		maxURL:      cfg.Limits.MaxURLLength,
 		maxBody:     int64(cfg.Limits.MaxBodySize),
 		wsIdle:      cfg.Timeouts.WebSocketIdle.D(),
