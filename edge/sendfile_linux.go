@@ -23,128 +23,109 @@ import (
 // pages go to the socket without a copy through user memory. The caller
 // holds a reference on blob. ok is false when c is not a TCP socket (the
 // caller then writes from memory). With measure, cpu is the thread CPU
-// time spent in the system calls (raw ones: each runs on one thread).
+// time spent in the system calls.
 func sendHeadAndBlob(c net.Conn, head []byte, blob *cache.Blob, measure bool) (ok bool, cpu time.Duration, err error) {
-	tc, isTCP := sockio.TCP(c)
-	if !isTCP {
-		return false, 0, nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return false, 0, nil
-	}
+	m := cpuMeter{on: measure}
 	var off int64
 	size := blob.Size()
-	var werr error
-	var t0 time.Duration
-	start := func() {
-		if measure {
-			runtime.LockOSThread() // both clock reads on one thread, preempted or not
-			t0 = threadCPU()
-		}
-	}
-	stop := func() {
-		if measure {
-			cpu += threadCPU() - t0
-			runtime.UnlockOSThread()
-		}
-	}
-	err = rc.Write(func(fd uintptr) bool {
-		for len(head) > 0 {
+	ok, err = writeLoop(c, func(fd uintptr) (bool, error) {
+		if len(head) > 0 {
 			// MSG_MORE: let the header share a segment with the body.
-			start()
-			n, err := sockio.RawSend(fd, head, unix.MSG_MORE)
-			stop()
-			if err == unix.EAGAIN {
-				return false
-			}
-			if err == unix.EINTR {
-				continue
-			}
+			n, err := m.call(func() (int, error) { return sockio.RawSend(fd, head, unix.MSG_MORE) })
 			if err != nil {
-				werr = err
-				return true
+				return false, err
 			}
 			head = head[n:]
+			return false, nil
 		}
-		for off < size {
-			start()
-			n, err := sockio.RawSendfile(fd, blob.FD(), &off, size-off)
-			stop()
-			if err == unix.EAGAIN {
-				return false
-			}
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				werr = err
-				return true
-			}
-			if n == 0 {
-				werr = syscall.EIO // the file is shorter than it should be
-				return true
-			}
+		if off >= size {
+			return true, nil
 		}
-		return true
+		n, err := m.call(func() (int, error) { return sockio.RawSendfile(fd, blob.FD(), &off, size-off) })
+		if err == nil && n == 0 {
+			err = syscall.EIO // the file is shorter than it should be
+		}
+		return false, err
 	})
-	if err == nil {
-		err = werr
-	}
-	return true, cpu, err
+	return ok, m.cpu, err
 }
 
 // writeMeasured writes head and body with writev(2), as the unmeasured
-// path does, and returns the thread CPU time spent in the calls: a
-// goroutine keeps its thread during a call, not across the waits for the
-// socket between them, so each call is measured on its own. ok is false
-// when c is not a TCP socket.
-//
-// The goroutine is locked to its thread only around each call: a
-// goroutine preempted between a clock read and its call could otherwise
-// read the second clock on another thread.
+// path does, and returns the thread CPU time spent in the calls. ok is
+// false when c is not a TCP socket.
 func writeMeasured(c net.Conn, head, body []byte) (ok bool, cpu time.Duration, err error) {
+	m := cpuMeter{on: true}
+	bufs := [][]byte{head, body}
+	ok, err = writeLoop(c, func(fd uintptr) (bool, error) {
+		if len(bufs) == 0 {
+			return true, nil
+		}
+		n, err := m.call(func() (int, error) { return unix.Writev(int(fd), bufs) })
+		for n > 0 && len(bufs) > 0 {
+			k := min(n, len(bufs[0]))
+			bufs[0], n = bufs[0][k:], n-k
+			if len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+		}
+		return false, err
+	})
+	return ok, m.cpu, err
+}
+
+// writeLoop runs step on c's socket until it reports done or an error:
+// EAGAIN waits for the socket to take more, EINTR steps again. ok is
+// false when c is not a TCP socket (nothing was written).
+func writeLoop(c net.Conn, step func(fd uintptr) (done bool, err error)) (ok bool, err error) {
 	tc, isTCP := sockio.TCP(c)
 	if !isTCP {
-		return false, 0, nil
+		return false, nil
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return false, 0, nil
+		return false, nil
 	}
-	bufs := [][]byte{head, body}
 	var werr error
 	err = rc.Write(func(fd uintptr) bool {
-		for len(bufs) > 0 {
-			runtime.LockOSThread() // both clock reads on one thread, preempted or not
-			t0 := threadCPU()
-			n, err := unix.Writev(int(fd), bufs)
-			cpu += threadCPU() - t0
-			runtime.UnlockOSThread()
-			if err == unix.EAGAIN {
+		for {
+			done, err := step(fd)
+			switch {
+			case err == unix.EAGAIN:
 				return false
-			}
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
+			case err == unix.EINTR:
+			case err != nil:
 				werr = err
 				return true
-			}
-			for n > 0 && len(bufs) > 0 {
-				k := min(n, len(bufs[0]))
-				bufs[0], n = bufs[0][k:], n-k
-				if len(bufs[0]) == 0 {
-					bufs = bufs[1:]
-				}
+			case done:
+				return true
 			}
 		}
-		return true
 	})
 	if err == nil {
 		err = werr
 	}
-	return true, cpu, err
+	return true, err
+}
+
+// cpuMeter sums the thread CPU time of the system calls run through it
+// when on. A goroutine keeps its thread during a call but not across the
+// waits between calls, or when preempted between a clock read and its
+// call: each call is locked to its thread for its two clock reads.
+type cpuMeter struct {
+	on  bool
+	cpu time.Duration
+}
+
+func (m *cpuMeter) call(f func() (int, error)) (int, error) {
+	if !m.on {
+		return f()
+	}
+	runtime.LockOSThread()
+	t0 := threadCPU()
+	n, err := f()
+	m.cpu += threadCPU() - t0
+	runtime.UnlockOSThread()
+	return n, err
 }
 
 // meltdownFile says whether the kernel isolates its page tables (PTI).
