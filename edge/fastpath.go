@@ -712,6 +712,9 @@ func (f *fastServer) sendLarge(c net.Conn, out []byte, e *cache.Entry, auto bool
 	size := int64(len(e.Body))
 	if !auto || size < sendChoiceMin {
 		sent, _, err = sendHeadAndBlob(c, out, e.Blob, false)
+		if sent {
+			f.h.m.largeSends[1].Inc()
+		}
 		return sent, err
 	}
 	useSF, measure := f.h.sends.pick(size)
@@ -722,7 +725,11 @@ func (f *fastServer) sendLarge(c net.Conn, out []byte, e *cache.Entry, auto bool
 	case measure:
 		sent, cpu, err = writeMeasured(c, out, e.Body)
 	default:
+		f.h.m.largeSends[0].Inc() // the caller writes
 		return false, nil
+	}
+	if sent {
+		f.h.m.largeSends[b2i(useSF)].Inc()
 	}
 	if sent && err == nil && measure {
 		f.h.noteSend(size, useSF, cpu)

@@ -44,6 +44,9 @@ type metrics struct {
 	relayed   prometheus.Counter
 	rawRelay  prometheus.Counter
 	websocket prometheus.Gauge
+	// largeSends counts large hits with a sendfile copy by the way they
+	// went out: [write, sendfile] (sendchoice.go).
+	largeSends [2]prometheus.Counter
 }
 
 const ns = "edgestack_edged_"
@@ -72,6 +75,10 @@ func newMetrics(reg prometheus.Registerer, store *cache.Store) *metrics {
 		websocket: prometheus.NewGauge(prometheus.GaugeOpts{Name: ns + "websockets_open",
 			Help: "WebSocket connections relayed to origins right now."}),
 	}
+	sends := prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "large_hit_sends_total",
+		Help: "Hits with a sendfile copy of their body, by how the body went out: sendfile, or a write from memory where measuring found that cheaper (cache.sendfile_max_size auto, from 512 KiB)."}, []string{"way"})
+	m.largeSends = [2]prometheus.Counter{sends.WithLabelValues("write"), sends.WithLabelValues("sendfile")}
+	reg.MustRegister(sends)
 	reg.MustRegister(m.requests, m.bytes, m.originDur, m.originErr, m.coalesced, m.invalid, m.streamed, m.relayed, m.rawRelay, m.websocket,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ns + "cache_bytes", Help: "Bytes held by cached objects."},
 			func() float64 { return float64(store.Stats().Bytes) }),

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgestack/edgestack/edge/cache"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // TestSendChoice: each size class tries both ways, then sends by the one
@@ -117,5 +118,16 @@ func TestSendLargeBothWays(t *testing.T) {
 	c.mu.Unlock()
 	if samples[0] < sendMinSamples || samples[1] < sendMinSamples {
 		t.Errorf("measured sends (write, sendfile): %v, want at least %d each", samples, sendMinSamples)
+	}
+	var counted [2]float64
+	for i, ctr := range te.svc.m.largeSends {
+		var m dto.Metric
+		if err := ctr.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		counted[i] = m.GetCounter().GetValue()
+	}
+	if counted[0] < sendMinSamples || counted[1] < sendMinSamples || counted[0]+counted[1] != float64(2*(sendMinSamples+2)) {
+		t.Errorf("edgestack_edged_large_hit_sends_total (write, sendfile): %v, want both ways and %d in all", counted, 2*(sendMinSamples+2))
 	}
 }
