@@ -107,9 +107,10 @@ type CacheConfig struct {
 	// on; on another with the same kernel it cost 20-30% less, up to
 	// 2 MiB; on a third, 10-25% more. With auto, hits of 512 KiB and more
 	// that have a copy go out by whichever of sendfile and a write from
-	// memory has cost less CPU in its system calls on this process's own
-	// recent hits (sendchoice.go): sendfile from an ext4 copy lost to a
-	// write by a fifth at 1 MiB on one Intel VM while winning on others.
+	// memory has cost the process less CPU on its own recent traffic
+	// (sendchoice.go): sendfile from an ext4 copy lost to a write by a
+	// fifth at 1 MiB on one Intel VM while winning by two fifths on an
+	// AMD one.
 	// A size given here sends every copied body with sendfile.
 	SendfileMaxSize Size `yaml:"sendfile_max_size"`
 	// SendfileDir is where those copies live. Empty (default): anonymous

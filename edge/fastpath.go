@@ -701,38 +701,26 @@ var _ io.Reader = (*prefixConn)(nil)
 
 // sendLarge sends a large hit that has a sendfile copy: with sendfile
 // from the copy, or (auto, from sendChoiceMin: when the handler's
-// sendChoice finds it cheaper on this machine) a write from memory. sent is false when nothing was
-// sent and the caller is to write from memory: the connection is not a
-// TCP socket, the copy is gone, or the choice is an unmeasured write.
+// sendChoice finds it cheaper on this machine) not, and the caller writes
+// it from memory. sent is false when nothing was sent and the caller is
+// to write: the choice is a write, the connection is not a TCP socket, or
+// the copy is gone.
 func (f *fastServer) sendLarge(c net.Conn, out []byte, e *cache.Entry, auto bool) (sent bool, err error) {
+	if auto && len(e.Body) >= sendChoiceMin {
+		useSF, note := f.h.sends.pick(int64(len(e.Body)))
+		f.h.logSendSwitch(note)
+		if !useSF {
+			f.h.m.largeSends[0].Inc()
+			return false, nil
+		}
+	}
 	if !e.Blob.Acquire() {
 		return false, nil
 	}
 	defer e.Blob.Release()
-	size := int64(len(e.Body))
-	if !auto || size < sendChoiceMin {
-		sent, _, err = sendHeadAndBlob(c, out, e.Blob, false)
-		if sent {
-			f.h.m.largeSends[1].Inc()
-		}
-		return sent, err
-	}
-	useSF, measure := f.h.sends.pick(size)
-	var cpu time.Duration
-	switch {
-	case useSF:
-		sent, cpu, err = sendHeadAndBlob(c, out, e.Blob, measure)
-	case measure:
-		sent, cpu, err = writeMeasured(c, out, e.Body)
-	default:
-		f.h.m.largeSends[0].Inc() // the caller writes
-		return false, nil
-	}
+	sent, err = sendHeadAndBlob(c, out, e.Blob)
 	if sent {
-		f.h.m.largeSends[b2i(useSF)].Inc()
-	}
-	if sent && err == nil && measure {
-		f.h.noteSend(size, useSF, cpu)
+		f.h.m.largeSends[1].Inc()
 	}
 	return sent, err
 }

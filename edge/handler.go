@@ -41,7 +41,7 @@ type Handler struct {
 
 // newHandler builds a handler over store.
 func newHandler(store *cache.Store, m *metrics, log *slog.Logger) *Handler {
-	h := &Handler{store: store, m: m, log: log, flight: map[string]*call{}, sends: newSendChoice()}
+	h := &Handler{store: store, m: m, log: log, flight: map[string]*call{}, sends: newSendChoice(processCPU, time.Now)}
 	h.bgCtx, h.bgCancel = context.WithCancel(context.Background())
 	return h
 }

@@ -22,16 +22,14 @@ import (
 // sendHeadAndBlob writes head, then the blob with sendfile(2): the body's
 // pages go to the socket without a copy through user memory. The caller
 // holds a reference on blob. ok is false when c is not a TCP socket (the
-// caller then writes from memory). With measure, cpu is the thread CPU
-// time spent in the system calls.
-func sendHeadAndBlob(c net.Conn, head []byte, blob *cache.Blob, measure bool) (ok bool, cpu time.Duration, err error) {
-	m := cpuMeter{on: measure}
+// caller then writes from memory).
+func sendHeadAndBlob(c net.Conn, head []byte, blob *cache.Blob) (ok bool, err error) {
 	var off int64
 	size := blob.Size()
-	ok, err = writeLoop(c, func(fd uintptr) (bool, error) {
+	return writeLoop(c, func(fd uintptr) (bool, error) {
 		if len(head) > 0 {
 			// MSG_MORE: let the header share a segment with the body.
-			n, err := m.call(func() (int, error) { return sockio.RawSend(fd, head, unix.MSG_MORE) })
+			n, err := sockio.RawSend(fd, head, unix.MSG_MORE)
 			if err != nil {
 				return false, err
 			}
@@ -41,36 +39,12 @@ func sendHeadAndBlob(c net.Conn, head []byte, blob *cache.Blob, measure bool) (o
 		if off >= size {
 			return true, nil
 		}
-		n, err := m.call(func() (int, error) { return sockio.RawSendfile(fd, blob.FD(), &off, size-off) })
+		n, err := sockio.RawSendfile(fd, blob.FD(), &off, size-off)
 		if err == nil && n == 0 {
 			err = syscall.EIO // the file is shorter than it should be
 		}
 		return false, err
 	})
-	return ok, m.cpu, err
-}
-
-// writeMeasured writes head and body with writev(2), as the unmeasured
-// path does, and returns the thread CPU time spent in the calls. ok is
-// false when c is not a TCP socket.
-func writeMeasured(c net.Conn, head, body []byte) (ok bool, cpu time.Duration, err error) {
-	m := cpuMeter{on: true}
-	bufs := [][]byte{head, body}
-	ok, err = writeLoop(c, func(fd uintptr) (bool, error) {
-		if len(bufs) == 0 {
-			return true, nil
-		}
-		n, err := m.call(func() (int, error) { return unix.Writev(int(fd), bufs) })
-		for n > 0 && len(bufs) > 0 {
-			k := min(n, len(bufs[0]))
-			bufs[0], n = bufs[0][k:], n-k
-			if len(bufs[0]) == 0 {
-				bufs = bufs[1:]
-			}
-		}
-		return false, err
-	})
-	return ok, m.cpu, err
 }
 
 // writeLoop runs step on c's socket until it reports done or an error:
@@ -105,27 +79,6 @@ func writeLoop(c net.Conn, step func(fd uintptr) (done bool, err error)) (ok boo
 		err = werr
 	}
 	return true, err
-}
-
-// cpuMeter sums the thread CPU time of the system calls run through it
-// when on. A goroutine keeps its thread during a call but not across the
-// waits between calls, or when preempted between a clock read and its
-// call: each call is locked to its thread for its two clock reads.
-type cpuMeter struct {
-	on  bool
-	cpu time.Duration
-}
-
-func (m *cpuMeter) call(f func() (int, error)) (int, error) {
-	if !m.on {
-		return f()
-	}
-	runtime.LockOSThread()
-	t0 := threadCPU()
-	n, err := f()
-	m.cpu += threadCPU() - t0
-	runtime.UnlockOSThread()
-	return n, err
 }
 
 // meltdownFile says whether the kernel isolates its page tables (PTI).
@@ -253,7 +206,7 @@ func sendfileWins(size, rounds int) (bool, error) {
 			return false, err
 		}
 		t2 := threadCPU()
-		if _, _, err := sendHeadAndBlob(c, nil, blob, false); err != nil {
+		if _, err := sendHeadAndBlob(c, nil, blob); err != nil {
 			return false, err
 		}
 		t3 := threadCPU()
@@ -266,6 +219,13 @@ func sendfileWins(size, rounds int) (bool, error) {
 	slices.Sort(viaSendfile)
 	// By a margin: a write from memory is the safe side of a close call.
 	return viaSendfile[rounds/2] < viaWrite[rounds/2]*9/10, nil
+}
+
+// processCPU is the CPU time of all the process's threads so far.
+func processCPU() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_PROCESS_CPUTIME_ID, &ts)
+	return time.Duration(ts.Nano())
 }
 
 func threadCPU() time.Duration {
