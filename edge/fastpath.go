@@ -699,12 +699,11 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 
 var _ io.Reader = (*prefixConn)(nil)
 
-// sendLarge sends a large hit that has a sendfile copy: with sendfile
-// from the copy, or (auto, from sendChoiceMin: when the handler's
-// sendChoice finds it cheaper on this machine) not, and the caller writes
-// it from memory. sent is false when nothing was sent and the caller is
-// to write: the choice is a write, the connection is not a TCP socket, or
-// the copy is gone.
+// sendLarge sends a large hit that has a sendfile copy with sendfile from
+// the copy, unless (auto, from sendChoiceMin) the handler's sendChoice
+// has it written from memory on this machine. sent is false when nothing
+// was sent and the caller is to write from memory: the choice is a write,
+// the connection is not a TCP socket, or the copy is gone.
 func (f *fastServer) sendLarge(c net.Conn, out []byte, e *cache.Entry, auto bool) (sent bool, err error) {
 	if auto && len(e.Body) >= sendChoiceMin {
 		useSF, note := f.h.sends.pick(int64(len(e.Body)))
