@@ -157,6 +157,7 @@ func TestInlineMatchesNetHTTP(t *testing.T) {
 		// state (a cacheable response is a hit by then, a too-large one
 		// a pass); a miss needs paths of its own.
 		full.do(c.method, c.target, append(slices.Clone(c.fields), "Content-Length: 0")...)
+		te.wait() // the cache applies a store asynchronously
 		want := full.do(c.method, c.target, append(slices.Clone(c.fields), "Content-Length: 0")...)
 		got := inline.do(c.method, c.target, c.fields...)
 		if c.name == "miss" {
