@@ -151,6 +151,69 @@ func FuzzParseCacheControl(f *testing.F) {
 	})
 }
 
+// TestParseHTTPDate: the three forms parse, IMF-fixdate by hand exactly
+// as http.ParseTime reads it, and what the hand parser refuses still
+// gets http.ParseTime's answer.
+func TestParseHTTPDate(t *testing.T) {
+	want := time.Date(1994, time.November, 6, 8, 49, 37, 0, time.UTC)
+	for _, c := range []struct {
+		in       string
+		ok, fast bool
+	}{
+		{"Sun, 06 Nov 1994 08:49:37 GMT", true, true},
+		{"Sunday, 06-Nov-94 08:49:37 GMT", true, false}, // RFC 850
+		{"Sun Nov  6 08:49:37 1994", true, false},       // asctime
+		{"sun, 06 nov 1994 08:49:37 GMT", true, false},  // time.Parse ignores the names' case
+		{"Sun, 06 Nov 1994 08:49:37 UTC", false, false},
+		{"Sun, 31 Nov 1994 08:49:37 GMT", false, false},
+		{"Sun, 06 Nov 1994 24:49:37 GMT", false, false},
+		{"Sun, 06 Nov 1994 08:49:60 GMT", false, false},
+		{"Xyz, 06 Nov 1994 08:49:37 GMT", false, false},
+		{"unMo, 06 Nov 1994 08:49:37 GMT", false, false},
+		{"Sun, 06 ovD 1994 08:49:37 GMT", false, false},
+		{"Sun, 06 Nov 1994 08:49:37 GMT ", false, false},
+		{"Sun, 0x Nov 1994 08:49:37 GMT", false, false},
+		{"", false, false},
+	} {
+		got, ok := ParseHTTPDate(c.in)
+		if ok != c.ok || (ok && !got.Equal(want)) {
+			t.Errorf("ParseHTTPDate(%q) = %v, %v; want ok %v", c.in, got, ok, c.ok)
+		}
+		if _, fast := parseIMFFixdate(c.in); fast != c.fast {
+			t.Errorf("parseIMFFixdate(%q) ok = %v, want %v", c.in, fast, c.fast)
+		}
+	}
+	leap, ok := ParseHTTPDate("Tue, 29 Feb 2000 00:00:00 GMT")
+	if _, notLeap := parseIMFFixdate("Thu, 29 Feb 1900 00:00:00 GMT"); !ok || leap.Day() != 29 || notLeap {
+		t.Errorf("29 February: 2000 %v %v, 1900 accepted %v", leap, ok, notLeap)
+	}
+}
+
+// FuzzParseHTTPDate: whatever the hand parser accepts, http.ParseTime
+// accepts as the same instant.
+func FuzzParseHTTPDate(f *testing.F) {
+	for _, s := range []string{"Sun, 06 Nov 1994 08:49:37 GMT", "Tue, 29 Feb 2000 23:59:59 GMT", "Mon, 01 Jan 0000 00:00:00 GMT", "Sunday, 06-Nov-94 08:49:37 GMT"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := parseIMFFixdate(s)
+		want, err := http.ParseTime(s)
+		if ok && (err != nil || !got.Equal(want)) {
+			t.Fatalf("%q: by hand %v, http.ParseTime %v, %v", s, got, want, err)
+		}
+	})
+}
+
+func BenchmarkParseHTTPDate(b *testing.B) {
+	for _, v := range []string{"Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT"} {
+		b.Run(v[:6], func(b *testing.B) {
+			for b.Loop() {
+				ParseHTTPDate(v)
+			}
+		})
+	}
+}
+
 func FuzzParseTags(f *testing.F) {
 	f.Add("a b  c", "x, y,,z")
 	f.Fuzz(func(t *testing.T, sk, ct string) {
