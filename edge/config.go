@@ -98,7 +98,7 @@ type CacheConfig struct {
 	// SendfileMaxSize: bodies larger than this are written from memory
 	// instead. 0 means no upper bound. Default: auto, which is 0 when
 	// sendfile_dir is set (from a disk file's large folios sendfile won
-	// on every machine measured: 1 MiB hits 147-152 against 224-230 µs of
+	// on most machines measured: 1 MiB hits 147-152 against 224-230 µs of
 	// CPU on an Intel VM where a memfd lost) and otherwise measured once
 	// when edged starts: 0 where sendfile from a memfd sends a 1 MiB body
 	// over loopback for at least 10% less CPU than a write from memory
