@@ -161,12 +161,7 @@ func TestReloadCertdDirs(t *testing.T) {
     address: %s
     tls: {certd_dir: %s}
 cache: {max_size: 8MiB, max_object_size: 1MiB}
-distributions:
-  - name: d
-    domains: ["*"]
-    origins: [{name: o, url: "%s"}]
-    default_behavior: {origin: o}
-`, addr, dir, o.URL)
+`, addr, dir) + oneOrigin(o, "")
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", apptest.FreePort(t))
 	te := startEdge(t, render(addr, a), nil)
@@ -239,12 +234,7 @@ func TestTLSFromCertd(t *testing.T) {
   - address: 127.0.0.1:0
     tls: {certd_dir: %s}
 cache: {max_size: 8MiB, max_object_size: 1MiB}
-distributions:
-  - name: d
-    domains: ["*"]
-    origins: [{name: o, url: "%s"}]
-    default_behavior: {origin: o}
-`, storage, o.URL), nil)
+`, storage)+oneOrigin(o, ""), nil)
 	addr := te.svc.Addrs()[0].String()
 	dial := func(sni string) (string, error) { return handshakeCN(addr, sni) }
 	if cn, err := dial("c.example.test"); err != nil || cn != "c.example.test" {

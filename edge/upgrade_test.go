@@ -186,15 +186,10 @@ func TestWebSocketIdle(t *testing.T) {
 			}
 		}).ServeHTTP(w, r)
 	})
-	te := startEdge(t, fmt.Sprintf(`listeners: [{address: "127.0.0.1:0"}]
+	te := startEdge(t, `listeners: [{address: "127.0.0.1:0"}]
 timeouts: {websocket_idle: 400ms}
 cache: {max_size: 8MiB, max_object_size: 1MiB}
-distributions:
-  - name: d
-    domains: ["*"]
-    origins: [{name: o, url: "%s"}]
-    default_behavior: {origin: o}
-`, o.URL), nil)
+`+oneOrigin(o, ""), nil)
 	ws, err := websocket.Dial("ws://"+te.svc.Addrs()[0].String()+"/ws", "", "http://a.example.test/")
 	if err != nil {
 		t.Fatal(err)
@@ -282,12 +277,7 @@ func TestWebSocketH2(t *testing.T) {
     tls: {certificates: [{cert_file: %s, key_file: %s}]}
 timeouts: {read: 300ms}
 cache: {max_size: 8MiB, max_object_size: 1MiB}
-distributions:
-  - name: d
-    domains: ["*"]
-    origins: [{name: o, url: "%s"}]
-    default_behavior: {origin: o}
-`, cert, key, o.URL), nil)
+`, cert, key)+oneOrigin(o, ""), nil)
 	tr := &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "a.example.test"}}
 	defer tr.CloseIdleConnections()
 	// open sends the extended CONNECT; w is the viewer's half of the tunnel.
