@@ -290,7 +290,7 @@ func hasBody(head []byte) bool {
 		hl := rest[:i]
 		rest = rest[i+2:]
 		if colon := bytes.IndexByte(hl, ':'); colon > 0 && asciiEq(hl[:colon], "content-length") {
-			if v := bytes.Trim(hl[colon+1:], " \t"); len(v) != 1 || v[0] != '0' {
+			if v := httpguard.TrimOWS(hl[colon+1:]); len(v) != 1 || v[0] != '0' {
 				return true
 			}
 		}

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/edgestack/edgestack/internal/httpguard"
 	"github.com/edgestack/edgestack/internal/sockio"
 	"golang.org/x/net/http/httpguts"
 )
@@ -77,7 +78,7 @@ func inlineable(head []byte) bool {
 		if colon <= 0 {
 			return false
 		}
-		name, value := bstring(hl[:colon]), strings.Trim(bstring(hl[colon+1:]), " \t")
+		name, value := bstring(hl[:colon]), bstring(httpguard.TrimOWS(hl[colon+1:]))
 		if withBody && asciiEq(hl[:colon], "content-length") {
 			// One length of plain digits: the body is read in place.
 			if lengths++; lengths > 1 || !allDigits(value) {
@@ -358,7 +359,7 @@ func appendDate(h []byte, now time.Time) []byte {
 // appendFieldValue appends v with any CR or LF turned into a space, as
 // net/http does, so no value can split the head.
 func appendFieldValue(h []byte, v string) []byte {
-	if strings.ContainsAny(v, "\r\n") {
+	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 { // ContainsAny builds a set per call
 		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
 	}
 	return append(h, v...)

@@ -98,7 +98,7 @@ func (r *rawHead) take(head []byte) (int64, bool) {
 		start := len(r.names)
 		r.names = httpguard.AppendCanonicalKey(r.names, line[:colon])
 		name := r.names[start:]
-		value := bytes.Trim(line[colon+1:], " \t")
+		value := httpguard.TrimOWS(line[colon+1:])
 		f := rawField{name: name, value: value}
 		switch string(name) {
 		case "Content-Length":

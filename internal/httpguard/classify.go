@@ -197,7 +197,7 @@ func classify(head []byte, lim Limits) Result {
 				kind := framingKind(bytes.TrimSpace(hl[:colon]))
 				if kind == "Content-Length" {
 					clCount++
-					if v, ok := parseCL(bytes.Trim(hl[colon+1:], " \t")); ok {
+					if v, ok := parseCL(TrimOWS(hl[colon+1:])); ok {
 						if clValue >= 0 && clValue != v {
 							clConflict = true
 						}
@@ -220,7 +220,7 @@ func classify(head []byte, lim Limits) Result {
 			res.raise(Severe, ReasonBadHeader, "header line without colon: "+quoteName(hl))
 			return res
 		}
-		name, value := hl[:colon], trimOWS(hl[colon+1:])
+		name, value := hl[:colon], TrimOWS(hl[colon+1:])
 		if len(name) == 0 {
 			res.raise(Ambiguous, ReasonEmptyHeader, "empty header name")
 			continue
@@ -473,21 +473,21 @@ func parseTE(v []byte) (chunked int, lastChunked bool, ok bool) {
 	}
 	items := bytes.Split(v, []byte(","))
 	for _, it := range items {
-		it = trimOWS(it)
+		it = TrimOWS(it)
 		if len(it) == 0 {
 			continue // empty list elements are allowed (RFC 7230 7)
 		}
 		name := it
 		if i := bytes.IndexByte(it, ';'); i >= 0 {
-			name = trimOWS(it[:i])
+			name = TrimOWS(it[:i])
 			for _, p := range bytes.Split(it[i+1:], []byte(";")) {
-				p = trimOWS(p)
+				p = TrimOWS(p)
 				if len(p) == 0 {
 					continue
 				}
 				k := p
 				if j := bytes.IndexByte(p, '='); j >= 0 {
-					k = trimOWS(p[:j])
+					k = TrimOWS(p[:j])
 				}
 				if !isToken(k) {
 					return 0, false, false
@@ -506,7 +506,21 @@ func parseTE(v []byte) (chunked int, lastChunked bool, ok bool) {
 	return chunked, lastChunked, true
 }
 
-func trimOWS(b []byte) []byte { return bytes.Trim(b, " \t") }
+// TrimOWS trims optional whitespace (SP and HTAB, RFC 9110 5.6.3) from
+// both ends of b. Like bytes.Trim(b, " \t"), which costs several times
+// as much on every field line, it returns nil when nothing is left.
+func TrimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
 
 // tchar per RFC 7230.
 var tchar = func() (t [256]bool) {

@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"bytes"
 	"net/textproto"
 	"testing"
 
@@ -89,4 +90,59 @@ func TestAppendCanonicalKey(t *testing.T) {
 			t.Errorf("%q is no token", name)
 		}
 	}
+}
+
+// TestTrimOWS: TrimOWS trims what bytes.Trim(b, " \t") trims, and no
+// more (a CR, a NUL or a non-breaking space stays), returning nil when
+// nothing is left as bytes.Trim does (callers tell an empty value from
+// a missing one by it).
+func TestTrimOWS(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{" ", ""},
+		{" \t \t", ""},
+		{"a", "a"},
+		{"  max-age=60 \t", "max-age=60"},
+		{"\ta b\t", "a b"},
+		{"\r x \r", "\r x \r"},
+		{" \x00 ", "\x00"},
+		{"\u00a0x\u00a0", "\u00a0x\u00a0"},
+	} {
+		got := TrimOWS([]byte(tc.in))
+		if string(got) != tc.want {
+			t.Errorf("TrimOWS(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		if want := bytes.Trim([]byte(tc.in), " \t"); (got == nil) != (want == nil) {
+			t.Errorf("TrimOWS(%q) nil = %v, bytes.Trim's nil = %v", tc.in, got == nil, want == nil)
+		}
+	}
+}
+
+// FuzzTrimOWS compares TrimOWS with bytes.Trim(b, " \t") on any input,
+// nil-ness included.
+func FuzzTrimOWS(f *testing.F) {
+	for _, s := range []string{"", " a ", "\t\t", "x", " \r\n "} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want := bytes.Trim(b, " \t")
+		got := TrimOWS(b)
+		if !bytes.Equal(got, want) || (got == nil) != (want == nil) {
+			t.Fatalf("TrimOWS(%q) = %q (nil %v), bytes.Trim %q (nil %v)", b, got, got == nil, want, want == nil)
+		}
+	})
+}
+
+func BenchmarkTrimOWS(b *testing.B) {
+	v := []byte(" public, max-age=3600 ")
+	b.Run("TrimOWS", func(b *testing.B) {
+		for b.Loop() {
+			_ = TrimOWS(v)
+		}
+	})
+	b.Run("bytes.Trim", func(b *testing.B) {
+		for b.Loop() {
+			_ = bytes.Trim(v, " \t")
+		}
+	})
 }

@@ -570,7 +570,7 @@ func (x *exchange) parse(raw []byte, res *httpguard.Result) bool {
 		if colon <= 0 {
 			return false
 		}
-		name, value := hl[:colon], bytes.Trim(hl[colon+1:], " \t")
+		name, value := hl[:colon], httpguard.TrimOWS(hl[colon+1:])
 		switch {
 		case eqFold(name, "host"):
 			hosts++
@@ -635,7 +635,7 @@ func (x *exchange) headerMap() map[string][]string {
 		hl := r.raw[l[0]:l[1]]
 		colon := bytes.IndexByte(hl, ':')
 		k := canonicalKey(hl[:colon])
-		x.hdr[k] = append(x.hdr[k], string(bytes.Trim(hl[colon+1:], " \t")))
+		x.hdr[k] = append(x.hdr[k], string(httpguard.TrimOWS(hl[colon+1:])))
 	}
 	return x.hdr
 }
@@ -1141,7 +1141,7 @@ func parseResponseHead(h []byte, lines [][2]int) (respHead, bool) {
 		if colon <= 0 {
 			return r, false
 		}
-		name, value := hl[:colon], bytes.Trim(hl[colon+1:], " \t")
+		name, value := hl[:colon], httpguard.TrimOWS(hl[colon+1:])
 		switch {
 		case eqFold(name, "content-length"):
 			n, err := strconv.ParseInt(string(value), 10, 64)

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/edgestack/edgestack/internal/httpguard"
 )
 
 // Trailers between HTTP/2 clients and lbd's HTTP/1.1 upstream
@@ -46,7 +48,7 @@ func parseTrailerField(line []byte) (name, value string, ok bool) {
 		return "", "", false
 	}
 	// Copies: line points into a reused read buffer.
-	n, v := string(line[:colon]), string(bytes.Trim(line[colon+1:], " \t"))
+	n, v := string(line[:colon]), string(httpguard.TrimOWS(line[colon+1:]))
 	if !httpguts.ValidHeaderFieldName(n) || !httpguts.ValidHeaderFieldValue(v) {
 		return "", "", false
 	}
