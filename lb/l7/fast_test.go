@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -148,24 +149,44 @@ func testServer(t testing.TB) *FastServer {
 	return NewFastServer(h, ServerOptions{IdleTimeout: 100 * time.Millisecond, ReadHeaderTimeout: 100 * time.Millisecond, MaxHeaderBytes: 4096})
 }
 
+// loopbackPair dials a loopback listener shared by the whole test binary
+// and returns both ends. One listener, not one per call: the fuzz
+// targets call it thousands of times a second, and a listener per call
+// left a TIME_WAIT socket on a new port each time until the ephemeral
+// ports ran out and the fuzzing process died (connections to one port
+// can reuse them on loopback). The lock pairs each dial with its accept.
+var loopback struct {
+	sync.Mutex
+	ln net.Listener
+}
+
+func loopbackPair() (client, server net.Conn) {
+	loopback.Lock()
+	defer loopback.Unlock()
+	if loopback.ln == nil {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		loopback.ln = ln // for the life of the test binary
+	}
+	client, err := net.Dial("tcp", loopback.ln.Addr().String())
+	if err != nil {
+		panic(err)
+	}
+	server, err = loopback.ln.Accept()
+	if err != nil {
+		panic(err)
+	}
+	return client, server
+}
+
 // serveBytes runs one connection of s over loopback TCP with in as the
 // client's bytes (then a half-close) and returns what the server wrote.
 func serveBytes(s *FastServer, in []byte) []byte {
 	s.h.initOnce.Do(s.h.init)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		panic(err)
-	}
+	client, server := loopbackPair()
 	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		panic(err)
-	}
 	done := make(chan struct{})
 	go func() {
 		s.serveConn(&fconn{c: sockio.Wrap(server)}) // as Serve does: requests are read in a sockio read loop
