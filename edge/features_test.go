@@ -547,3 +547,46 @@ func TestLateMissAfterFinishedFill(t *testing.T) {
 		t.Errorf("origin requests: %d, want 1", got)
 	}
 }
+
+// TestJoinFinishedFillIsHit: a request that finds a fill already finished
+// but not yet forgotten (its Set still queued in ristretto) is served the
+// fill's entry as a hit: it waited for no origin. Reported as a miss, a
+// second request right after the first one came back "Miss" in CI.
+func TestJoinFinishedFillIsHit(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "object")
+	})
+	te := startEdge(t, oneOrigin(o, ""), nil)
+	if r := te.get("/obj"); r.xcache() != "Miss" {
+		t.Fatalf("first request: %q", r.xcache())
+	}
+	te.wait()
+	h := te.svc.h
+	r, _ := http.NewRequest("GET", te.base+"/obj", nil)
+	r.RequestURI = "/obj"
+	st := &reqState{r: r, s: h.snap.Load(), now: time.Now()}
+	st.b = st.s.lookup(r.Host).behavior(r.URL.Path)
+	st.key, st.query = st.b.cacheKey(r)
+	e, ok := h.store.Get(st.key)
+	if !ok {
+		t.Fatal("the first answer was not stored")
+	}
+	// The state between close(c.done) and forget(): finished, in flight.
+	c := &call{done: make(chan struct{}), res: fillResult{e: e, key: st.key, status: stMiss, stored: true, leader: true, upAddr: "origin"}}
+	close(c.done)
+	h.mu.Lock()
+	h.flight[st.key] = c
+	h.mu.Unlock()
+	before := te.svc.Stats().Coalesced
+	res := h.fill(st, st.key, nil)
+	if res.err != nil || res.e != e || res.status != stHit || res.leader {
+		t.Errorf("joining a finished fill: status %d leader %v err %v", res.status, res.leader, res.err)
+	}
+	if got := te.svc.Stats().Coalesced - before; got != 0 {
+		t.Errorf("coalesced counter moved by %v for a request that did not wait", got)
+	}
+	if got := o.count("/obj"); got != 1 {
+		t.Errorf("origin requests: %d, want 1", got)
+	}
+}

@@ -51,14 +51,26 @@ func (h *Handler) fill(st *reqState, key2 string, stale *cache.Entry) fillResult
 	h.mu.Lock()
 	if c, ok := h.flight[key2]; ok && !c.finishedStale(time.Now()) {
 		h.mu.Unlock()
-		h.m.coalesced.Inc()
+		finished := false
 		select {
 		case <-c.done:
-		case <-st.r.Context().Done():
-			return fillResult{err: st.r.Context().Err()}
+			finished = true
+		default:
+			h.m.coalesced.Inc()
+			select {
+			case <-c.done:
+			case <-st.r.Context().Done():
+				return fillResult{err: st.r.Context().Err()}
+			}
 		}
 		res := c.res
 		res.leader = false
+		if finished && res.status == stMiss {
+			// The fill had ended before this request came: it is served
+			// from the stored answer without waiting for the origin, a
+			// hit, though the store's Set has not been applied yet.
+			res.status = stHit
+		}
 		if res.e != nil && h.store.Banned(res.e) {
 			// Invalidated after that fetch started (an unsafe method, the
 			// API): this request came after the invalidation, so it must
