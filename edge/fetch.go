@@ -31,6 +31,7 @@ type fillResult struct {
 	private bool
 	pass    bool           // (waiters) fetch on your own
 	stream  *http.Response // (leader) too large to cache: stream it
+	grow    *growing       // e's body is still arriving (streamFill)
 	have    int64          // bytes of stream's body already read (unknown lengths)
 	large   bool           // (waiters) too large to cache: pass through
 	stored  bool
@@ -123,8 +124,12 @@ func (h *Handler) fill(st *reqState, key2 string, stale *cache.Entry) fillResult
 	if res.stored || res.stream != nil {
 		// Keep the finished call visible until the Set (of the entry or
 		// of the too-large marker) is applied, so no request falls
-		// between "no longer in flight" and "in the store".
+		// between "no longer in flight" and "in the store". A streamed
+		// fill is stored when its body is complete.
 		go func() {
+			if res.grow != nil {
+				<-res.grow.finished
+			}
 			h.store.Wait()
 			forget()
 		}()
@@ -141,6 +146,9 @@ func (c *call) finishedStale(now time.Time) bool {
 	case <-c.done:
 		if c.res.stream != nil {
 			return false // too large: joiners pass through until the marker lands
+		}
+		if c.res.grow != nil && c.res.grow.failed() {
+			return true // the body never came whole: fetch again
 		}
 		return c.res.e == nil || c.res.e.Age(now) >= c.res.e.Fresh
 	default:
@@ -164,13 +172,14 @@ func (h *Handler) doFill(st *reqState, key2 string, stale *cache.Entry) fillResu
 	seq := h.store.Seq()
 	reqTime := time.Now()
 	resp, err := b.origin.RoundTrip(req)
-	return h.finishFill(st, key2, stale, resp, err, reqTime, seq, cancel)
+	return h.finishFill(st, key2, stale, resp, err, reqTime, seq, cancel, true)
 }
 
 // finishFill builds (and stores) the entry from an origin's answer to a
 // fill (doFill's, or the pass relay's); cancel ends the fetch's context
-// once the body is no longer needed.
-func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp *http.Response, err error, reqTime time.Time, seq uint64, cancel context.CancelFunc) fillResult {
+// once the body is no longer needed. mayStream lets a large cacheable
+// body be streamed to the viewers as it is filled (streamFill).
+func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp *http.Response, err error, reqTime time.Time, seq uint64, cancel context.CancelFunc, mayStream bool) fillResult {
 	b := st.b
 	if err != nil {
 		cancel()
@@ -199,6 +208,9 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 		res.stream = resp
 		return res
+	}
+	if mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength >= streamFillMin {
+		return h.streamFill(st, key2, resp, reqTime, respTime, seq, cancel, res)
 	}
 	body, over, err := readBody(resp.Body, resp.ContentLength, limit)
 	if over {
@@ -245,22 +257,36 @@ const errorTTL = 10 * time.Second
 
 // put stores e (under a Vary marker when it varies) and returns its key.
 func (h *Handler) put(st *reqState, e *cache.Entry) string {
-	if n := int64(len(e.Body)); st.s.sendfile > 0 && n >= st.s.sendfile && (st.s.sendfileMax == 0 || n <= st.s.sendfileMax) {
-		e.Blob = cache.NewBlob(st.s.sendfileDir, e.Body)
+	k2 := storeKey(st, e)
+	h.putAt(st.s, st.key, k2, e)
+	return k2
+}
+
+// storeKey is the key e is stored under for st's request: its variant's
+// when it varies.
+func storeKey(st *reqState, e *cache.Entry) string {
+	if len(e.Vary) == 0 {
+		return st.key
+	}
+	return varyKey(st.key, e.Vary, st.r)
+}
+
+// putAt stores e under k2, with a Vary marker under key when they differ.
+func (h *Handler) putAt(s *snapshot, key, k2 string, e *cache.Entry) {
+	if n := int64(len(e.Body)); s.sendfile > 0 && n >= s.sendfile && (s.sendfileMax == 0 || n <= s.sendfileMax) {
+		e.Blob = cache.NewBlob(s.sendfileDir, e.Body)
 	}
 	if len(e.Vary) == 0 {
-		h.store.Set(st.key, e)
-		return st.key
+		h.store.Set(key, e)
+		return
 	}
 	marker := &cache.Entry{
 		VaryMarker: true, Vary: e.Vary, Seq: e.Seq, ResponseTime: e.ResponseTime,
 		InitialAge: e.InitialAge, Fresh: e.Fresh, SWR: e.SWR, SIE: e.SIE, Keep: e.Keep, NoStale: e.NoStale,
 		Dist: e.Dist, Host: e.Host, Path: e.Path, Tags: e.Tags,
 	}
-	h.store.Set(st.key, marker)
-	k2 := varyKey(st.key, e.Vary, st.r)
+	h.store.Set(key, marker)
 	h.store.Set(k2, e)
-	return k2
 }
 
 // tooLargeStatus (413 Content Too Large) in a hit-for-miss marker says

@@ -351,6 +351,9 @@ func (h *Handler) serveFill(w http.ResponseWriter, st *reqState, stale *cache.En
 	case res.large:
 		h.passLarge(w, st, nil)
 		return
+	case res.grow != nil:
+		h.serveGrowing(w, st, res)
+		return
 	case res.stream != nil:
 		// Too large to cache: the origin sent the whole object, so the
 		// viewer's Range and conditionals are applied here...

@@ -148,7 +148,7 @@ func (f *fastServer) relayPass(c net.Conn, br *bufio.Reader, head []byte, ic *in
 		closeAfter = f.relayRaw(c, &st, rc, ic, marker, raw.Body, reqTime, time.Now(), closeConn)
 		_, _ = br.Discard(len(head))
 	} else {
-		res := h.finishFill(&st, key, nil, resp, err, reqTime, seq, func() {})
+		res := h.finishFill(&st, key, nil, resp, err, reqTime, seq, func() {}, false)
 		res.leader = true
 
 		w := &ic.w

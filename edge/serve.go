@@ -50,15 +50,7 @@ func (h *Handler) deliver(w http.ResponseWriter, st *reqState, e *cache.Entry, k
 		}
 	}
 	hdr := w.Header()
-	for k, v := range e.Header {
-		hdr[k] = v
-	}
-	for _, f := range b.headers {
-		hdr[f.key] = f.value
-	}
-	hdr["Age"] = ageValue(age)
-	hdr["X-Cache"] = xcache[st.status]
-	b.d.counters[st.status].Inc()
+	setEntryHeader(hdr, b, e, age, st.status)
 	code := e.Status
 	if er, ok := b.errors[e.Status]; ok && st.depth == 0 {
 		code = er.code
@@ -80,6 +72,20 @@ func (h *Handler) deliver(w http.ResponseWriter, st *reqState, e *cache.Entry, k
 		st.bytes = int64(n)
 		b.d.bytes.Add(float64(n))
 	}
+}
+
+// setEntryHeader sets the fields of a response from entry e and counts
+// the request under its cache status.
+func setEntryHeader(hdr http.Header, b *behavior, e *cache.Entry, age time.Duration, status int) {
+	for k, v := range e.Header {
+		hdr[k] = v
+	}
+	for _, f := range b.headers {
+		hdr[f.key] = f.value
+	}
+	hdr["Age"] = ageValue(age)
+	hdr["X-Cache"] = xcache[status]
+	b.d.counters[status].Inc()
 }
 
 func hasConditional(h http.Header) bool {

@@ -1,0 +1,233 @@
+package edge
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/edgestack/edgestack/edge/cache"
+)
+
+// Streaming misses: a cacheable answer of known length (at least
+// streamFillMin bytes) is read by a goroutine of its own into a body of
+// its full length, and the viewers waiting on the fill (the leader among
+// them) are sent each part as it arrives, as Varnish and CloudFront do,
+// instead of waiting for the whole object. The entry is stored once the
+// body is complete; until then it is shared with the readers but not
+// stored, and nothing in it changes but the body's unfilled tail. A viewer
+// the bytes cannot be streamed to as they are (a Range, a conditional, a
+// HEAD, an encoding to make) waits for the whole body and is served as
+// before. An origin that ends the body early aborts the viewers'
+// responses (their headers are gone) and nothing is stored.
+
+// streamFillMin is the smallest body streamed while it is filled: below
+// it the whole body comes in a read or two, and a goroutine and its
+// hand-offs would cost more than they save.
+const streamFillMin = 64 << 10
+
+// growChunk bounds one read into a growing body, so readers can start on
+// a large object before the origin connection's buffers are drained.
+const growChunk = 64 << 10
+
+// growing is a body being filled.
+type growing struct {
+	body []byte // full length; [0, n) is filled and never written again
+
+	mu   sync.Mutex
+	n    int
+	err  error         // the fill failed; n stays where it stopped
+	more chan struct{} // closed (and replaced) when n or err changes
+
+	// finished is closed when the fill has ended: complete and stored,
+	// or failed (err set).
+	finished chan struct{}
+}
+
+func newGrowing(body []byte, n int) *growing {
+	return &growing{body: body, n: n, more: make(chan struct{}), finished: make(chan struct{})}
+}
+
+// advance publishes n filled bytes, or the error that ended the fill.
+func (g *growing) advance(n int, err error) {
+	g.mu.Lock()
+	g.n = n
+	if err != nil && g.err == nil {
+		g.err = err
+	}
+	ch := g.more
+	g.more = make(chan struct{})
+	g.mu.Unlock()
+	close(ch)
+}
+
+// next waits until more than have bytes are filled and returns how many
+// are, or the fill's error, or ctx's.
+func (g *growing) next(ctx context.Context, have int) (int, error) {
+	for {
+		g.mu.Lock()
+		n, err, ch := g.n, g.err, g.more
+		g.mu.Unlock()
+		if err != nil {
+			return n, err
+		}
+		if n > have || n == len(g.body) {
+			return n, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return have, ctx.Err()
+		}
+	}
+}
+
+// failed reports whether the fill ended without a complete body.
+func (g *growing) failed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err != nil
+}
+
+// wait waits for the fill to end; it returns the fill's error, or ctx's.
+func (g *growing) wait(ctx context.Context) error {
+	select {
+	case <-g.finished:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+// fillFrom reads the rest of the body from r, from n bytes on.
+func (g *growing) fillFrom(r io.Reader, n int) error {
+	for n < len(g.body) {
+		m, err := r.Read(g.body[n:min(n+growChunk, len(g.body))])
+		n += m
+		if n == len(g.body) {
+			err = nil // a final io.EOF with the last bytes
+		} else if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if m > 0 || err != nil {
+			g.advance(n, err)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// streamFill starts filling a cacheable answer's body in the background
+// and returns the fill's result with the entry (its body still arriving)
+// and grow set. An answer that may not be stored is read whole here, as
+// finishFill reads others.
+func (h *Handler) streamFill(st *reqState, key2 string, resp *http.Response, reqTime, respTime time.Time, seq uint64, cancel context.CancelFunc, res fillResult) fillResult {
+	body := make([]byte, resp.ContentLength)
+	// The first bytes, for newEntry's content sniffing when the origin
+	// names no Content-Type.
+	n, err := io.ReadAtLeast(resp.Body, body, min(sniffLen, len(body)))
+	if err == nil {
+		e, ok := h.newEntry(st, resp.StatusCode, resp.Header, body, reqTime, respTime, seq, cache.NewID())
+		if ok {
+			g := newGrowing(body, n)
+			res.e, res.key, res.grow, res.stored = e, storeKey(st, e), g, true
+			s, key := st.s, st.key // st and its request are the leader's: not used once it returns
+			h.bg.Add(1)
+			go func() {
+				defer h.bg.Done()
+				err := g.fillFrom(resp.Body, n)
+				resp.Body.Close()
+				cancel()
+				if err == nil {
+					h.putAt(s, key, res.key, e)
+				} else {
+					h.log.Warn("origin body ended early; the viewers streamed it are cut off", "distribution", e.Dist, "path", e.Path, "err", err)
+				}
+				close(g.finished)
+			}()
+			return res
+		}
+		res.e, res.key, res.private = e, key2, true
+		_, err = io.ReadFull(resp.Body, body[n:])
+		if err == nil {
+			h.renewHitForMiss(st, respTime)
+		}
+	}
+	resp.Body.Close()
+	cancel()
+	if err != nil {
+		return fillResult{err: err, upAddr: res.upAddr, upStatus: res.upStatus}
+	}
+	return res
+}
+
+// sniffLen is how much of a body http.DetectContentType looks at.
+const sniffLen = 512
+
+// streamable reports whether e, its body still arriving, can be sent to
+// st's viewer as the bytes come: a plain GET of the whole identity body.
+func streamable(st *reqState, e *cache.Entry) bool {
+	r, b := st.r, st.b
+	if r.Method != http.MethodGet || e.Status != http.StatusOK || hasConditional(r.Header) {
+		return false
+	}
+	if _, ok := b.errors[e.Status]; ok {
+		return false
+	}
+	return !(b.compress && e.Encoding == "" && negotiate(r.Header["Accept-Encoding"]) != "" && compressible(e.Status, e.Header))
+}
+
+// serveGrowing serves a fill whose body is still arriving: streamed as it
+// comes when it can be, otherwise once complete, as any other entry.
+func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResult) {
+	e, g := res.e, res.grow
+	st.status = res.status
+	if res.leader {
+		st.upAddr, st.upStatus, st.upDur, st.upBytes = res.upAddr, res.upStatus, res.upDur, int64(len(e.Body))
+	}
+	ctx := st.r.Context()
+	if !streamable(st, e) {
+		if err := g.wait(ctx); err != nil {
+			if ctx.Err() == nil {
+				h.errorResponse(w, st, http.StatusBadGateway, "origin body ended early")
+			}
+			return
+		}
+		h.deliver(w, st, e, res.key, e.Age(time.Now()))
+		return
+	}
+	b := st.b
+	hdr := w.Header()
+	setEntryHeader(hdr, b, e, e.Age(time.Now()), st.status)
+	hdr["Content-Length"] = e.ContentLength
+	w.WriteHeader(http.StatusOK)
+	st.code = http.StatusOK
+	flusher, _ := w.(http.Flusher)
+	have := 0
+	for have < len(e.Body) {
+		n, err := g.next(ctx, have)
+		if err != nil {
+			if ctx.Err() != nil {
+				return // the viewer left
+			}
+			// Headers are gone: abort so the viewer sees a truncated
+			// response rather than a clean end.
+			panic(http.ErrAbortHandler)
+		}
+		m, werr := w.Write(e.Body[have:n])
+		st.bytes += int64(m)
+		b.d.bytes.Add(float64(m))
+		if werr != nil {
+			return
+		}
+		have = n
+		if have < len(e.Body) && flusher != nil {
+			flusher.Flush()
+		}
+	}
+}

@@ -1,0 +1,340 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// streamBody is a test object of n pseudo-random bytes (so a misplaced
+// part cannot pass for the right one).
+func streamBody(n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// slowOrigin sends /big's first part, then waits for release before the
+// rest; with cut set, it closes the connection instead of sending the
+// rest on its first request.
+type slowOrigin struct {
+	*testOrigin
+	body    []byte
+	first   int
+	release chan struct{}
+	cut     bool
+	sent    sync.Once
+	reached chan struct{} // closed once the first part is sent
+}
+
+func newSlowOrigin(t *testing.T, body []byte, ctype string, first int, cut bool) *slowOrigin {
+	so := &slowOrigin{body: body, first: first, release: make(chan struct{}), cut: cut, reached: make(chan struct{})}
+	var n int
+	var mu sync.Mutex
+	so.testOrigin = newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n++
+		nth := n
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Type", ctype)
+		w.Header().Set("ETag", `"big"`)
+		w.Header().Set("Content-Length", strconv.Itoa(len(so.body)))
+		w.Write(so.body[:so.first])
+		w.(http.Flusher).Flush()
+		if nth == 1 {
+			so.sent.Do(func() { close(so.reached) })
+			select {
+			case <-so.release:
+			case <-r.Context().Done():
+				return
+			}
+			if so.cut {
+				c, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					c.Close()
+				}
+				return
+			}
+		}
+		w.Write(so.body[so.first:])
+	})
+	return so
+}
+
+// viewer is one way a viewer reaches the edge.
+type viewer struct {
+	name   string
+	client *http.Client
+	base   string
+	proto  string
+}
+
+// streamViewers starts an edge in front of o for each viewer protocol.
+func streamViewers(t *testing.T, o *slowOrigin, behavior string) []func() (*testEdge, viewer) {
+	return []func() (*testEdge, viewer){
+		func() (*testEdge, viewer) {
+			te := startEdge(t, oneOrigin(o.testOrigin, behavior), nil)
+			return te, viewer{"HTTP/1.1", client, te.base, "HTTP/1.1"}
+		},
+		func() (*testEdge, viewer) {
+			dir := t.TempDir()
+			c, k := writeCert(t, dir, "a", "a.example.test")
+			bh := ""
+			if behavior != "" {
+				bh = behavior[len("      "):] // "      compress: true\n" → one flow field
+				bh = bh[:len(bh)-1]
+			}
+			te := startEdge(t, httpsEdgeConfig(c, k, o.URL, bh), nil)
+			tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "a.example.test", InsecureSkipVerify: true}, ForceAttemptHTTP2: true, DisableCompression: true}
+			t.Cleanup(tr.CloseIdleConnections)
+			return te, viewer{"HTTP/2", &http.Client{Transport: tr, Timeout: 20 * time.Second}, "https://" + te.svc.Addrs()[0].String(), "HTTP/2.0"}
+		},
+	}
+}
+
+// openStream sends GET path and returns the response with its body
+// unread.
+func (v viewer) openStream(t *testing.T, path string, hdrs ...string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", v.base+path, nil)
+	for i := 0; i+1 < len(hdrs); i += 2 {
+		req.Header.Set(hdrs[i], hdrs[i+1])
+	}
+	resp, err := v.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s GET %s: %v", v.name, path, err)
+	}
+	if resp.Proto != v.proto {
+		t.Fatalf("%s GET %s: answered over %s", v.name, path, resp.Proto)
+	}
+	return resp
+}
+
+// readWithin reads n bytes of r, failing the test if they do not come
+// within d (while the origin holds back the rest of the object).
+func readWithin(t *testing.T, r io.Reader, n int, d time.Duration) []byte {
+	t.Helper()
+	type got struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan got, 1)
+	go func() {
+		b := make([]byte, n)
+		_, err := io.ReadFull(r, b)
+		ch <- got{b, err}
+	}()
+	select {
+	case g := <-ch:
+		if g.err != nil {
+			t.Fatalf("reading the first %d bytes: %v", n, g.err)
+		}
+		return g.b
+	case <-time.After(d):
+		t.Fatalf("the first %d bytes did not come while the origin held back the rest: the miss was not streamed", n)
+		return nil
+	}
+}
+
+// TestStreamedMiss: a large cacheable miss reaches the leader and a
+// request that joins the fill while it is arriving as the origin sends
+// it; a viewer that needs the whole object (a Range) waits for it; one
+// origin request serves all three and the object is stored whole.
+func TestStreamedMiss(t *testing.T) {
+	const size, first = 900 << 10, 128 << 10
+	for i := range 2 {
+		o := newSlowOrigin(t, streamBody(size), "application/octet-stream", first, false)
+		te, v := streamViewers(t, o, "")[i]()
+		t.Run(v.name, func(t *testing.T) {
+			leader := v.openStream(t, "/big")
+			defer leader.Body.Close()
+			if leader.ContentLength != size || leader.Header.Get("X-Cache") != "Miss from edged" {
+				t.Fatalf("leader: length %d, X-Cache %q", leader.ContentLength, leader.Header.Get("X-Cache"))
+			}
+			if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
+				t.Fatal("leader: the first part differs from the origin's")
+			}
+			joiner := v.openStream(t, "/big")
+			defer joiner.Body.Close()
+			if got := readWithin(t, joiner.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
+				t.Fatal("joiner: the first part differs from the origin's")
+			}
+			ranged := make(chan *http.Response, 1)
+			go func() {
+				req, _ := http.NewRequest("GET", v.base+"/big", nil)
+				req.Header.Set("Range", "bytes=500000-500009")
+				resp, err := v.client.Do(req)
+				if err != nil {
+					t.Error(err)
+					resp = nil
+				}
+				ranged <- resp
+			}()
+			select {
+			case r := <-ranged:
+				t.Fatalf("a Range request was answered before the object was whole: %v", r.Status)
+			case <-time.After(100 * time.Millisecond):
+			}
+			close(o.release)
+			for name, r := range map[string]*http.Response{"leader": leader, "joiner": joiner} {
+				rest, err := io.ReadAll(r.Body)
+				if err != nil || !bytes.Equal(rest, o.body[first:]) {
+					t.Errorf("%s: rest of the body: %d bytes, err %v, equal %v", name, len(rest), err, bytes.Equal(rest, o.body[first:]))
+				}
+			}
+			if r := <-ranged; r != nil {
+				b, _ := io.ReadAll(r.Body)
+				r.Body.Close()
+				if r.StatusCode != http.StatusPartialContent || !bytes.Equal(b, o.body[500000:500010]) {
+					t.Errorf("ranged: %d %q", r.StatusCode, b)
+				}
+			}
+			waitStored(t, te, "/big")
+			r := v.openStream(t, "/big")
+			b, err := io.ReadAll(r.Body)
+			r.Body.Close()
+			if err != nil || !bytes.Equal(b, o.body) || r.Header.Get("X-Cache") != "Hit from edged" {
+				t.Errorf("after the fill: X-Cache %q, %d bytes, err %v", r.Header.Get("X-Cache"), len(b), err)
+			}
+			if got := o.count("/big"); got != 1 {
+				t.Errorf("origin requests: %d, want 1", got)
+			}
+		})
+	}
+}
+
+// waitStored waits until no fill is in flight: a streamed fill stores
+// its entry in the background once the body is complete, and is
+// forgotten once the Set is applied.
+func waitStored(t *testing.T, te *testEdge, path string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		te.wait()
+		te.svc.h.mu.Lock()
+		n := len(te.svc.h.flight)
+		te.svc.h.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the fill of %s never ended", path)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestStreamedMissTruncated: an origin that closes the connection part
+// way through a streamed body makes the viewers' responses end in an
+// error, not a clean short end, and nothing is stored: the next request
+// fetches again and gets the whole object.
+func TestStreamedMissTruncated(t *testing.T) {
+	const size, first = 600 << 10, 100 << 10
+	for i := range 2 {
+		o := newSlowOrigin(t, streamBody(size), "application/octet-stream", first, true)
+		te, v := streamViewers(t, o, "")[i]()
+		t.Run(v.name, func(t *testing.T) {
+			r := v.openStream(t, "/big")
+			defer r.Body.Close()
+			readWithin(t, r.Body, first, 10*time.Second)
+			close(o.release)
+			rest, err := io.ReadAll(r.Body)
+			if err == nil {
+				t.Fatalf("a truncated body ended cleanly after %d more bytes", len(rest))
+			}
+			waitStored(t, te, "/big")
+			again := v.openStream(t, "/big")
+			b, err := io.ReadAll(again.Body)
+			again.Body.Close()
+			if err != nil || !bytes.Equal(b, o.body) || again.Header.Get("X-Cache") != "Miss from edged" {
+				t.Errorf("after the truncated fill: X-Cache %q, %d bytes, err %v", again.Header.Get("X-Cache"), len(b), err)
+			}
+			if got := o.count("/big"); got != 2 {
+				t.Errorf("origin requests: %d, want 2", got)
+			}
+		})
+	}
+}
+
+// TestStreamedMissViewerLeaves: the leader leaving part way does not end
+// the fill; the object is stored whole for the next viewer.
+func TestStreamedMissViewerLeaves(t *testing.T) {
+	const size, first = 700 << 10, 64 << 10
+	o := newSlowOrigin(t, streamBody(size), "application/octet-stream", first, false)
+	te, v := streamViewers(t, o, "")[0]()
+	r := v.openStream(t, "/big")
+	readWithin(t, r.Body, first, 10*time.Second)
+	r.Body.Close() // HTTP/1.1: the connection goes
+	close(o.release)
+	waitStored(t, te, "/big")
+	again := v.openStream(t, "/big")
+	b, err := io.ReadAll(again.Body)
+	again.Body.Close()
+	if err != nil || !bytes.Equal(b, o.body) || again.Header.Get("X-Cache") != "Hit from edged" {
+		t.Errorf("after the leader left: X-Cache %q, %d bytes, err %v", again.Header.Get("X-Cache"), len(b), err)
+	}
+	if got := o.count("/big"); got != 1 {
+		t.Errorf("origin requests: %d, want 1", got)
+	}
+}
+
+// TestStreamedMissCompressedWaits: with compression on, a viewer taking
+// gzip waits for the whole object and gets it compressed; one taking
+// identity is streamed.
+func TestStreamedMissCompressedWaits(t *testing.T) {
+	const size, first = 300 << 10, 64 << 10
+	text := bytes.Repeat([]byte("compressible text "), size/18+1)[:size]
+	o := newSlowOrigin(t, text, "text/plain", first, false)
+	_, v := streamViewers(t, o, "      compress: true\n")[0]()
+	gz := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", v.base+"/big", nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := v.client.Do(req)
+		if err != nil {
+			t.Error(err)
+		}
+		gz <- resp
+	}()
+	<-o.reached
+	select {
+	case r := <-gz:
+		t.Fatalf("the gzip viewer was answered before the object was whole: %v", r.Status)
+	case <-time.After(100 * time.Millisecond):
+	}
+	id := v.openStream(t, "/big")
+	defer id.Body.Close()
+	if id.Header.Get("Content-Encoding") != "" {
+		t.Fatalf("identity viewer got %q", id.Header.Get("Content-Encoding"))
+	}
+	readWithin(t, id.Body, first, 10*time.Second)
+	close(o.release)
+	if rest, err := io.ReadAll(id.Body); err != nil || !bytes.Equal(rest, text[first:]) {
+		t.Errorf("identity viewer: %d bytes, err %v", len(rest), err)
+	}
+	r := <-gz
+	if r == nil {
+		return
+	}
+	defer r.Body.Close()
+	if r.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("gzip viewer: Content-Encoding %q", r.Header.Get("Content-Encoding"))
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil || len(b) >= size {
+		t.Errorf("gzip viewer: %d bytes, err %v", len(b), err)
+	}
+	if got := o.count("/big"); got != 1 {
+		t.Errorf("origin requests: %d, want 1", got)
+	}
+}
