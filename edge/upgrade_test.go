@@ -64,6 +64,7 @@ distributions:
 		{"tls", "wss://" + addrs[1].String() + "/ws"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			waitNoWebSockets(t, te, "the case before") // its tunnel ends shortly after its viewer closed
 			cfg, err := websocket.NewConfig(tc.url, "http://a.example.test/")
 			if err != nil {
 				t.Fatal(err)
@@ -93,12 +94,7 @@ distributions:
 		})
 	}
 	// Both closed by now or shortly: the gauge comes back to 0.
-	for deadline := time.Now().Add(5 * time.Second); openWebSockets(te) != 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("websockets_open stays at %v after the viewers closed", openWebSockets(te))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitNoWebSockets(t, te, "the viewers closed")
 	t.Run("origin closes", func(t *testing.T) {
 		ws, err := websocket.Dial("ws://"+addrs[0].String()+"/ws-once", "", "http://a.example.test/")
 		if err != nil {
@@ -158,6 +154,18 @@ var wsEcho = websocket.Handler(func(c *websocket.Conn) {
 		}
 	}
 })
+
+// waitNoWebSockets waits for the open-tunnel gauge to come back to 0
+// (a tunnel ends shortly after its viewer closes).
+func waitNoWebSockets(t *testing.T, te *testEdge, after string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); openWebSockets(te) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("websockets_open stays at %v after %s", openWebSockets(te), after)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 func openWebSockets(te *testEdge) float64 {
 	var m dto.Metric
@@ -223,12 +231,7 @@ cache: {max_size: 8MiB, max_object_size: 1MiB}
 	case <-time.After(10 * time.Second):
 		t.Error("the origin's side of the tunnel stayed open")
 	}
-	for deadline := time.Now().Add(5 * time.Second); openWebSockets(te) != 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("websockets_open stays at %v after the idle close", openWebSockets(te))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitNoWebSockets(t, te, "the idle close")
 }
 
 // TestWebSocketH2: an HTTP/2 viewer opens a WebSocket with an extended
@@ -324,12 +327,7 @@ cache: {max_size: 8MiB, max_object_size: 1MiB}
 	if _, err := io.ReadAll(resp.Body); err != nil {
 		t.Errorf("end of the tunnel: %v, want a clean end of stream", err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); openWebSockets(te) != 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("websockets_open stays at %v after the viewer ended", openWebSockets(te))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitNoWebSockets(t, te, "the viewer ended")
 	// A viewer that resets its stream ends the tunnel at once, even with an
 	// origin that would hold its side open.
 	resp, w = open("/deaf")
@@ -337,12 +335,7 @@ cache: {max_size: 8MiB, max_object_size: 1MiB}
 		t.Fatalf("/deaf: %d", resp.StatusCode)
 	}
 	resp.Body.Close() // RST_STREAM (CANCEL): the request body was never ended
-	for deadline := time.Now().Add(2 * time.Second); openWebSockets(te) != 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("websockets_open stays at %v after the viewer reset its stream", openWebSockets(te))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitNoWebSockets(t, te, "the viewer reset its stream")
 	w.Close()
 	for _, c := range []struct {
 		path string
