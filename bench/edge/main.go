@@ -1,8 +1,9 @@
 // Command edge benchmarks edged against Varnish and nginx proxy_cache in
 // front of the same origin on loopback: cache-hit requests per second,
 // p50/p99 latency and server CPU per request (from /proc) for 1 KiB,
-// 100 KiB and 1 MiB objects, and the same for pass-through requests to an
-// uncacheable 1 KiB answer, each subject run alternately.
+// 100 KiB and 1 MiB objects, the same for pass-through requests to an
+// uncacheable 1 KiB answer, and the time to the first byte of a cold miss
+// from an origin that sends slowly, each subject run alternately.
 //
 //	go run ./bench/edge -duration 5s -rounds 3
 //
@@ -44,6 +45,7 @@ func main() {
 	split := flag.Bool("split", true, "also measure hits of the smallest size with the server confined to one core and wrk (one thread) to another, so latency is not the two taking turns on the same cores")
 	perRequest := flag.Bool("per-request", true, "also measure hits of every size in a closed loop with h2load --h1 (same threads and connections as wrk), percentiles over every request from its log: wrk 4.1 prints coordinated-omission-corrected ones")
 	pass := flag.Bool("pass", true, "also measure pass-through requests for an uncacheable 1 KiB answer (every request reaches the origin)")
+	miss := flag.Bool("miss", true, "also measure cold misses of a 2 MiB object the origin sends at 16 MiB/s: time to the first byte and to the last")
 	memory := flag.Int("memory", 0, "instead: memory run with this cache budget in MiB (4x the budget in distinct 16 KiB objects)")
 	flag.Parse()
 	if *memory > 0 {
@@ -53,7 +55,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers, *h2, *pass, *split, *perRequest, *rate); err != nil {
+	if err := run(*duration, *rounds, *conns, *threads, *sizes, *only, *edgedBin, *resultsDir, *reportDir, *peers, *h2, *pass, *miss, *split, *perRequest, *rate); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/edge:", err)
 		os.Exit(1)
 	}
@@ -66,7 +68,7 @@ type server struct {
 	proc  *benchkit.Proc
 }
 
-func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string, h2, pass, split, perRequest bool, rate int) error {
+func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edgedBin, resultsDir, reportDir, peersDir string, h2, pass, miss, split, perRequest bool, rate int) error {
 	if duration > time.Minute || rounds > 20 {
 		return fmt.Errorf("keep runs bounded: -duration <= 1m, -rounds <= 20")
 	}
@@ -101,6 +103,10 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 	// goes to the origin.
 	passBody := bytes.Repeat([]byte("p"), 1024)
 	originSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, slowPrefix) {
+			serveSlow(w, r)
+			return
+		}
 		if r.URL.Path == passPath {
 			w.Header().Set("Cache-Control", "no-store")
 			w.Header().Set("Content-Type", "application/json")
@@ -221,10 +227,10 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 		"CPU per request: user+system time of the server's whole process tree from /proc, divided by the requests wrk completed.",
 	}}
 	res := &benchkit.Results{Started: time.Now(), Host: benchkit.Hostname(), Machine: benchkit.DescribeMachine(), Versions: versions, Suites: []*benchkit.Suite{suite}}
-	// addCase runs load against every subject in turn (those with a TLS
-	// listener only, when needTLS) as one more case of the suite, with
+	// addSampled runs measure against every subject in turn (those with a
+	// TLS listener only, when needTLS) as one more case of the suite, with
 	// note (if any) added to the suite's notes.
-	addCase := func(name string, metrics []benchkit.Metric, needTLS bool, note string, load func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error)) {
+	addSampled := func(name string, metrics []benchkit.Metric, needTLS bool, note string, measure func(ctx context.Context, s *server) (map[string]float64, error)) {
 		c := &benchkit.Case{Name: name, Metrics: metrics}
 		byName := map[string]*server{}
 		for _, s := range servers {
@@ -240,15 +246,21 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 			suite.Notes = append(suite.Notes, note)
 		}
 		err := benchkit.Alternate(ctx, os.Stdout, "edge", c, rounds, func(ctx context.Context, sub *benchkit.Subject, _ int) (map[string]float64, error) {
-			l, before, after, err := load(ctx, byName[sub.Name])
+			return measure(ctx, byName[sub.Name])
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+	// addCase is addSampled for a load generator's run.
+	addCase := func(name string, metrics []benchkit.Metric, needTLS bool, note string, load func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error)) {
+		addSampled(name, metrics, needTLS, note, func(ctx context.Context, s *server) (map[string]float64, error) {
+			l, before, after, err := load(ctx, s)
 			if err != nil {
 				return nil, err
 			}
 			return benchkit.Sample(l, before, after, benchkit.MetricRPS.Key), nil
 		})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
 	}
 	var splitNote string // the separate-cores note, once
 	for i, n := range sizes {
@@ -313,6 +325,15 @@ func run(duration time.Duration, rounds, conns, threads int, sizeList, only, edg
 			"Pass-through: the origin answers "+passPath+" with Cache-Control: no-store, so every request reaches it. edged and Varnish run their defaults (a hit-for-miss marker after the first answer); nginx has a location for it without proxy_cache, as an nginx user would configure an API path. CPU per request counts the edge server only, not the origin.",
 			func(ctx context.Context, s *server) (benchkit.Load, benchkit.Usage, benchkit.Usage, error) {
 				return benchkit.Wrk(ctx, "http://127.0.0.1:"+s.port+passPath, duration, threads, conns, s.proc)
+			})
+	}
+	if miss {
+		var next int // a new path per request: every one a cold miss
+		addSampled(fmt.Sprintf("cold miss %s from a slow origin (%d MiB/s)", sizeName(slowSize), slowRate>>20),
+			[]benchkit.Metric{metricFirstByte, metricLastByte, benchkit.MetricCPU, benchkit.MetricErrors}, false,
+			fmt.Sprintf("Cold miss: %d requests one after another, each for a new path, so each is a miss; the origin sends the %s body in 64 KiB parts at %d MiB/s (%d ms for the whole). Time to the first byte of the body and to the last, medians of the requests; a server that reads a miss whole before sending it has a first byte as late as its last. CPU per request counts the edge server only.", missRequests, sizeName(slowSize), slowRate>>20, slowSize*1000/slowRate),
+			func(ctx context.Context, s *server) (map[string]float64, error) {
+				return coldMisses(ctx, s, &next)
 			})
 	}
 	if len(sizes) > 0 {
