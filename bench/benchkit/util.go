@@ -8,13 +8,27 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"text/template"
 	"time"
 )
 
+// handedOut holds the ports FreePort has returned: a port closed again
+// until its server binds it can come back from the next bind to port 0,
+// and two servers given one port make the second answer for the first
+// (the likely cause of a make bench run whose change request to dnsd's
+// admin server got Go's "404 page not found", which dnsd never sends for
+// that route).
+var handedOut = struct {
+	sync.Mutex
+	ports map[string]bool
+}{ports: map[string]bool{}}
+
 // FreePort returns a loopback port that was free for both TCP and UDP a
-// moment ago (DNS servers bind both).
+// moment ago (DNS servers bind both) and that it has not returned before.
 func FreePort() string {
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	for {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -25,7 +39,10 @@ func FreePort() string {
 		ln.Close()
 		if err == nil {
 			pc.Close()
-			return p
+			if !handedOut.ports[p] {
+				handedOut.ports[p] = true
+				return p
+			}
 		}
 	}
 }
