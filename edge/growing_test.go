@@ -338,3 +338,28 @@ func TestStreamedMissCompressedWaits(t *testing.T) {
 		t.Errorf("origin requests: %d, want 1", got)
 	}
 }
+
+// TestStreamedErrorPage: a custom error page large enough to be streamed
+// when fetched is served whole, not as far as it had arrived.
+func TestStreamedErrorPage(t *testing.T) {
+	page := streamBody(200 << 10)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/404.html":
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.Header().Set("Content-Type", "text/html")
+			w.Header().Set("Content-Length", strconv.Itoa(len(page)))
+			w.Write(page[:64<<10])
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+			w.Write(page[64<<10:])
+		default:
+			http.Error(w, "ugly", http.StatusNotFound)
+		}
+	})
+	te := startEdge(t, oneOrigin(o, "      error_responses:\n        - {status: 404, page: /404.html, response_code: 404}\n"), nil)
+	r := te.get("/missing")
+	if r.code != http.StatusNotFound || r.body != string(page) {
+		t.Errorf("error page: %d, %d bytes, whole page %v", r.code, len(r.body), r.body == string(page))
+	}
+}

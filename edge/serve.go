@@ -133,6 +133,9 @@ func (h *Handler) errorPage(w http.ResponseWriter, st *reqState, er errorRespons
 		if res.err != nil || res.e == nil {
 			return false
 		}
+		if res.grow != nil && res.grow.wait(st.r.Context()) != nil {
+			return false // the page's body is still arriving: wait for all of it
+		}
 		e = res.e
 	}
 	if e.Status != http.StatusOK {
