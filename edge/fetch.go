@@ -476,8 +476,11 @@ func (h *Handler) revalidateAsync(st *reqState, key2 string, e *cache.Entry) {
 	h.bg.Add(1)
 	go func() {
 		defer h.bg.Done()
-		if res := h.fill(&sub, key2, e); res.stream != nil {
+		switch res := h.fill(&sub, key2, e); {
+		case res.stream != nil:
 			res.stream.Body.Close() // grew too large: nobody to stream it to
+		case res.grow != nil:
+			res.grow.background() // nobody to stream it to: the fill reads on its own
 		}
 	}()
 }

@@ -363,3 +363,69 @@ func TestStreamedErrorPage(t *testing.T) {
 		t.Errorf("error page: %d, %d bytes, whole page %v", r.code, len(r.body), r.body == string(page))
 	}
 }
+
+// TestGrowingHandOver: the leader's goroutine reads the origin until
+// another viewer wants the body, then hands the reading, from where it
+// stopped, to the fill's own goroutine; the fill ends once, complete.
+func TestGrowingHandOver(t *testing.T) {
+	body := streamBody(5 * growChunk)
+	pr, pw := io.Pipe()
+	g := newGrowing(make([]byte, len(body)), 0)
+	g.src = pr
+	var ends []error
+	var mu sync.Mutex
+	g.end = func(err error) {
+		mu.Lock()
+		ends = append(ends, err)
+		mu.Unlock()
+		close(g.finished)
+	}
+	spawned := make(chan int, 2)
+	g.spawn = func(n int) {
+		spawned <- n
+		go func() {
+			for ended := false; !ended; {
+				n, ended = g.readPart(n)
+			}
+		}()
+	}
+	go func() {
+		for i := 0; i < len(body); i += growChunk {
+			pw.Write(body[i : i+growChunk])
+		}
+	}()
+	if !g.lead() {
+		t.Fatal("the leader could not claim the reading of a fill nobody reads")
+	}
+	n, err, leading := g.leadPart()
+	if err != nil || !leading || n != growChunk {
+		t.Fatalf("the leader's first part: n %d, err %v, leading %v", n, err, leading)
+	}
+	if g.lead() {
+		t.Error("a second leader claimed the reading")
+	}
+	g.background() // a joiner came
+	select {
+	case n := <-spawned:
+		t.Fatalf("the fill's goroutine started at %d while the leader was reading", n)
+	default:
+	}
+	if n2, err, leading := g.leadPart(); err != nil || leading || n2 != n {
+		t.Fatalf("after a joiner came: n %d, err %v, leading %v; want the reading handed over at %d", n2, err, leading, n)
+	}
+	if from := <-spawned; from != growChunk {
+		t.Errorf("the fill's goroutine started at %d, want %d", from, growChunk)
+	}
+	if err := g.wait(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(g.body, body) {
+		t.Error("the filled body differs from the origin's")
+	}
+	g.background() // late viewers start nothing more
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ends) != 1 || ends[0] != nil || len(spawned) != 0 {
+		t.Errorf("the fill ended %d times (%v), extra goroutines %d", len(ends), ends, len(spawned))
+	}
+}
