@@ -42,9 +42,13 @@ type growing struct {
 	// reader says whose goroutine reads the origin: while the leader is
 	// the only viewer, its own (no hand-off between goroutines per part,
 	// which cost a cold 2 MiB miss half as much CPU again); once another
-	// viewer comes (handOver), or the leader cannot stream or leaves, a
-	// goroutine of the fill's own, so that no viewer waits on another.
+	// viewer comes, or the leader cannot stream or leaves, a goroutine of
+	// the fill's own, so that no viewer waits on another's sends. The
+	// leader is between reads (reading false) while it sends: another
+	// viewer then takes the reading over at once; during a read it asks
+	// for it (handOver), and the leader hands it over before it sends.
 	reader   int
+	reading  bool
 	handOver bool
 
 	src   io.Reader       // the origin's body
@@ -61,23 +65,26 @@ const (
 	readerNone = iota
 	readerLeader
 	readerOwn
+	readerDone // the fill has ended
 )
 
 func newGrowing(body []byte, n int) *growing {
 	return &growing{body: body, n: n, more: make(chan struct{}), finished: make(chan struct{})}
 }
 
-// background has the origin read by the fill's own goroutine: at once if
-// nobody reads it, else once the leader's goroutine has read its part.
+// background has the origin read by the fill's own goroutine: at once,
+// unless the leader's goroutine is in a read; then it hands the reading
+// over after that read.
 func (g *growing) background() {
 	g.mu.Lock()
-	start, n := g.reader == readerNone, g.n
-	switch g.reader {
-	case readerNone:
-		g.reader = readerOwn
-	case readerLeader:
+	start := false
+	switch {
+	case g.reader == readerNone, g.reader == readerLeader && !g.reading:
+		g.reader, start = readerOwn, true
+	case g.reader == readerLeader:
 		g.handOver = true
 	}
+	n := g.n
 	g.mu.Unlock()
 	if start {
 		g.spawn(n)
@@ -89,41 +96,41 @@ func (g *growing) background() {
 func (g *growing) lead() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.reader != readerNone || g.handOver {
+	if g.reader != readerNone {
 		return false
 	}
 	g.reader = readerLeader
 	return true
 }
 
-// release hands the reading from the leader's goroutine to the fill's
-// own (another viewer came, or the leader's viewer left).
-func (g *growing) release() {
-	g.mu.Lock()
-	n := g.n
-	g.reader, g.handOver = readerOwn, false
-	g.mu.Unlock()
-	g.spawn(n)
-}
+// release hands the reading from the leader's goroutine, if it still has
+// it, to the fill's own (the leader's viewer left).
+func (g *growing) release() { g.background() }
 
-// leadPart reads the next part as the leader's goroutine, or hands the
-// reading over if another viewer has come; it returns how much is
-// filled, the fill's error, and whether the leader still reads.
+// leadPart reads the next part as the leader's goroutine, unless another
+// viewer has taken the reading over; it returns how much is filled, the
+// fill's error, and whether the leader still reads.
 func (g *growing) leadPart() (int, error, bool) {
 	g.mu.Lock()
-	n, handOver := g.n, g.handOver
-	g.mu.Unlock()
-	if handOver {
-		g.release()
+	n := g.n
+	if g.reader != readerLeader {
+		g.mu.Unlock()
 		return n, nil, false
 	}
+	g.reading = true
+	g.mu.Unlock()
 	n, ended := g.readPart(n)
-	if ended {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return n, g.err, false
+	g.mu.Lock()
+	g.reading = false
+	err, handOver := g.err, g.handOver && !ended
+	if handOver {
+		g.reader, g.handOver = readerOwn, false
 	}
-	return n, nil, true
+	g.mu.Unlock()
+	if handOver {
+		g.spawn(n)
+	}
+	return n, err, !ended && !handOver
 }
 
 // readPart reads the part of the body from n on from the origin and
@@ -141,6 +148,9 @@ func (g *growing) readPart(n int) (int, bool) {
 		g.advance(n, err)
 	}
 	if err != nil || n == len(g.body) {
+		g.mu.Lock()
+		g.reader = readerDone
+		g.mu.Unlock()
 		g.end(err)
 		return n, true
 	}

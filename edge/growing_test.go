@@ -364,68 +364,136 @@ func TestStreamedErrorPage(t *testing.T) {
 	}
 }
 
-// TestGrowingHandOver: the leader's goroutine reads the origin until
-// another viewer wants the body, then hands the reading, from where it
-// stopped, to the fill's own goroutine; the fill ends once, complete.
-func TestGrowingHandOver(t *testing.T) {
-	body := streamBody(5 * growChunk)
+// handOverFill is a growing body read from a pipe, with its ends and
+// goroutine starts recorded.
+type handOverFill struct {
+	*growing
+	pw      *io.PipeWriter
+	endsMu  sync.Mutex
+	ends    []error
+	spawned chan int
+}
+
+func newHandOverFill(size int) *handOverFill {
 	pr, pw := io.Pipe()
-	g := newGrowing(make([]byte, len(body)), 0)
-	g.src = pr
-	var ends []error
-	var mu sync.Mutex
-	g.end = func(err error) {
-		mu.Lock()
-		ends = append(ends, err)
-		mu.Unlock()
-		close(g.finished)
+	f := &handOverFill{growing: newGrowing(make([]byte, size), 0), pw: pw, spawned: make(chan int, 4)}
+	f.src = pr
+	f.end = func(err error) {
+		f.endsMu.Lock()
+		f.ends = append(f.ends, err)
+		f.endsMu.Unlock()
+		close(f.finished)
 	}
-	spawned := make(chan int, 2)
-	g.spawn = func(n int) {
-		spawned <- n
+	f.spawn = func(n int) {
+		f.spawned <- n
 		go func() {
 			for ended := false; !ended; {
-				n, ended = g.readPart(n)
+				n, ended = f.readPart(n)
 			}
 		}()
 	}
-	go func() {
-		for i := 0; i < len(body); i += growChunk {
-			pw.Write(body[i : i+growChunk])
-		}
-	}()
-	if !g.lead() {
-		t.Fatal("the leader could not claim the reading of a fill nobody reads")
-	}
-	n, err, leading := g.leadPart()
-	if err != nil || !leading || n != growChunk {
-		t.Fatalf("the leader's first part: n %d, err %v, leading %v", n, err, leading)
-	}
-	if g.lead() {
-		t.Error("a second leader claimed the reading")
-	}
-	g.background() // a joiner came
-	select {
-	case n := <-spawned:
-		t.Fatalf("the fill's goroutine started at %d while the leader was reading", n)
-	default:
-	}
-	if n2, err, leading := g.leadPart(); err != nil || leading || n2 != n {
-		t.Fatalf("after a joiner came: n %d, err %v, leading %v; want the reading handed over at %d", n2, err, leading, n)
-	}
-	if from := <-spawned; from != growChunk {
-		t.Errorf("the fill's goroutine started at %d, want %d", from, growChunk)
-	}
-	if err := g.wait(t.Context()); err != nil {
+	return f
+}
+
+// check waits for the fill to end and checks that it ended once,
+// complete, with one goroutine of its own started, at from (none when
+// from is negative).
+func (f *handOverFill) check(t *testing.T, body []byte, from int) {
+	t.Helper()
+	if err := f.wait(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(g.body, body) {
+	if !bytes.Equal(f.body, body) {
 		t.Error("the filled body differs from the origin's")
 	}
-	g.background() // late viewers start nothing more
-	mu.Lock()
-	defer mu.Unlock()
-	if len(ends) != 1 || ends[0] != nil || len(spawned) != 0 {
-		t.Errorf("the fill ended %d times (%v), extra goroutines %d", len(ends), ends, len(spawned))
+	f.background() // late viewers start nothing more
+	if from >= 0 {
+		if got := <-f.spawned; got != from {
+			t.Errorf("the fill's goroutine started at %d, want %d", got, from)
+		}
 	}
+	f.endsMu.Lock()
+	defer f.endsMu.Unlock()
+	if len(f.ends) != 1 || f.ends[0] != nil || len(f.spawned) != 0 {
+		t.Errorf("the fill ended %d times (%v), extra goroutines %d", len(f.ends), f.ends, len(f.spawned))
+	}
+}
+
+// TestGrowingHandOver: the leader's goroutine reads the origin until
+// another viewer wants the body; the fill's own goroutine then reads on
+// from where the leader stopped: at once if the leader is between reads
+// (sending), after its read if it is in one. The fill ends once.
+func TestGrowingHandOver(t *testing.T) {
+	body := streamBody(4 * growChunk)
+	t.Run("alone", func(t *testing.T) {
+		f := newHandOverFill(len(body))
+		go f.pw.Write(body)
+		f.lead()
+		parts := 0
+		for leading := true; leading; parts++ {
+			var err error
+			if _, err, leading = f.leadPart(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if parts != 4 {
+			t.Errorf("the leader read %d parts, want 4", parts)
+		}
+		f.check(t, body, -1)
+	})
+	t.Run("between reads", func(t *testing.T) {
+		f := newHandOverFill(len(body))
+		go f.pw.Write(body)
+		if !f.lead() {
+			t.Fatal("the leader could not claim the reading of a fill nobody reads")
+		}
+		n, err, leading := f.leadPart()
+		if err != nil || !leading || n != growChunk {
+			t.Fatalf("the leader's first part: n %d, err %v, leading %v", n, err, leading)
+		}
+		if f.lead() {
+			t.Error("a second leader claimed the reading")
+		}
+		f.background() // a joiner comes while the leader sends its part
+		if n2, err, leading := f.leadPart(); err != nil || leading || n2 != n {
+			t.Errorf("after a joiner came: n %d, err %v, leading %v; want the reading taken over at %d", n2, err, leading, n)
+		}
+		f.check(t, body, growChunk)
+	})
+	t.Run("in a read", func(t *testing.T) {
+		f := newHandOverFill(len(body))
+		f.lead()
+		type part struct {
+			n       int
+			err     error
+			leading bool
+		}
+		got := make(chan part, 1)
+		go func() {
+			n, err, leading := f.leadPart()
+			got <- part{n, err, leading}
+		}()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			f.mu.Lock()
+			reading := f.reading
+			f.mu.Unlock()
+			if reading {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the leader never started its read")
+			}
+		}
+		f.background() // a joiner comes while the leader waits for the origin
+		select {
+		case n := <-f.spawned:
+			t.Fatalf("the fill's goroutine started at %d during the leader's read", n)
+		default:
+		}
+		go f.pw.Write(body)
+		if p := <-got; p.err != nil || p.leading || p.n != growChunk {
+			t.Errorf("the leader's read: %+v, want the reading handed over after %d bytes", p, growChunk)
+		}
+		f.check(t, body, growChunk)
+	})
 }
