@@ -11,20 +11,22 @@ import (
 )
 
 // Streaming misses: a cacheable answer of known length (at least
-// streamFillMin bytes) is read by a goroutine of its own into a body of
-// its full length, and the viewers waiting on the fill (the leader among
-// them) are sent each part as it arrives, as Varnish and CloudFront do,
-// instead of waiting for the whole object. The entry is stored once the
-// body is complete; until then it is shared with the readers but not
-// stored, and nothing in it changes but the body's unfilled tail. A viewer
-// the bytes cannot be streamed to as they are (a Range, a conditional, a
-// HEAD, an encoding to make) waits for the whole body and is served as
-// before. An origin that ends the body early aborts the viewers'
-// responses (their headers are gone) and nothing is stored.
+// streamFillMin bytes) is read into a body of its full length, by the
+// leader's goroutine while it is the only viewer and else by a goroutine
+// of the fill's own, and the viewers waiting on the fill (the leader
+// among them) are sent each part as it arrives, as Varnish and
+// CloudFront do, instead of waiting for the whole object. The entry is
+// stored once the body is complete; until then it is shared with the
+// readers but not stored, and nothing in it changes but the body's
+// unfilled tail. A viewer the bytes cannot be streamed to as they are (a
+// Range, a conditional, a HEAD, an encoding to make) waits for the whole
+// body and is served as before. An origin that ends the body early
+// aborts the viewers' responses (their headers are gone) and nothing is
+// stored.
 
 // streamFillMin is the smallest body streamed while it is filled: below
-// it the whole body comes in a read or two, and a goroutine and its
-// hand-offs would cost more than they save.
+// it the whole body comes in a read or two, and sending it in parts
+// would cost more than it saves.
 const streamFillMin = 64 << 10
 
 // growChunk bounds one read into a growing body, so readers can start on
