@@ -503,14 +503,10 @@ distributions:
 	}
 }
 
-// TestLateMissAfterFinishedFill: a request that looked up a key before a
-// fill for it had finished, and reaches the coalescing point only after
-// that fill was forgotten (its entry stored), takes the stored entry
-// instead of fetching again. Under load (the race detector, other tests'
-// processes) a request can pause that long between its lookup and the
-// fill; TestStampedeOneOriginRequest then saw 2 origin requests in about
-// 1 run in 20. Here the late request is made by calling fill directly.
-func TestLateMissAfterFinishedFill(t *testing.T) {
+// edgeWithStoredObject starts an edge in front of an origin answering
+// "object" for 60 s, and stores /obj through it.
+func edgeWithStoredObject(t *testing.T) (*testEdge, *testOrigin) {
+	t.Helper()
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		fmt.Fprint(w, "object")
@@ -520,6 +516,29 @@ func TestLateMissAfterFinishedFill(t *testing.T) {
 		t.Fatalf("first request: %q", r.xcache())
 	}
 	te.wait()
+	return te, o
+}
+
+// fillState is the state of a GET of path looked up at now, for calling
+// the handler's fill directly.
+func (te *testEdge) fillState(path string, now time.Time) *reqState {
+	r, _ := http.NewRequest("GET", te.base+path, nil)
+	r.RequestURI = path
+	st := &reqState{r: r, s: te.svc.h.snap.Load(), now: now}
+	st.b = st.s.lookup(r.Host).behavior(r.URL.Path)
+	st.key, st.query = st.b.cacheKey(r)
+	return st
+}
+
+// TestLateMissAfterFinishedFill: a request that looked up a key before a
+// fill for it had finished, and reaches the coalescing point only after
+// that fill was forgotten (its entry stored), takes the stored entry
+// instead of fetching again. Under load (the race detector, other tests'
+// processes) a request can pause that long between its lookup and the
+// fill; TestStampedeOneOriginRequest then saw 2 origin requests in about
+// 1 run in 20. Here the late request is made by calling fill directly.
+func TestLateMissAfterFinishedFill(t *testing.T) {
+	te, o := edgeWithStoredObject(t)
 	h := te.svc.h
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -534,11 +553,7 @@ func TestLateMissAfterFinishedFill(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	r, _ := http.NewRequest("GET", te.base+"/obj", nil)
-	r.RequestURI = "/obj"
-	st := &reqState{r: r, s: h.snap.Load(), now: time.Now().Add(-time.Second)}
-	st.b = st.s.lookup(r.Host).behavior(r.URL.Path)
-	st.key, st.query = st.b.cacheKey(r)
+	st := te.fillState("/obj", time.Now().Add(-time.Second))
 	res := h.fill(st, st.key, nil) // as if its lookup had missed a second ago
 	if res.err != nil || res.e == nil || res.status != stHit || string(res.e.Body) != "object" {
 		t.Errorf("late miss: status %d err %v", res.status, res.err)
@@ -553,21 +568,9 @@ func TestLateMissAfterFinishedFill(t *testing.T) {
 // fill's entry as a hit: it waited for no origin. Reported as a miss, a
 // second request right after the first one came back "Miss" in CI.
 func TestJoinFinishedFillIsHit(t *testing.T) {
-	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "max-age=60")
-		fmt.Fprint(w, "object")
-	})
-	te := startEdge(t, oneOrigin(o, ""), nil)
-	if r := te.get("/obj"); r.xcache() != "Miss" {
-		t.Fatalf("first request: %q", r.xcache())
-	}
-	te.wait()
+	te, o := edgeWithStoredObject(t)
 	h := te.svc.h
-	r, _ := http.NewRequest("GET", te.base+"/obj", nil)
-	r.RequestURI = "/obj"
-	st := &reqState{r: r, s: h.snap.Load(), now: time.Now()}
-	st.b = st.s.lookup(r.Host).behavior(r.URL.Path)
-	st.key, st.query = st.b.cacheKey(r)
+	st := te.fillState("/obj", time.Now())
 	e, ok := h.store.Get(st.key)
 	if !ok {
 		t.Fatal("the first answer was not stored")

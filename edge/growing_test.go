@@ -102,6 +102,16 @@ func streamViewers(t *testing.T, o *slowOrigin, behavior string) []func() (*test
 	}
 }
 
+// eachViewer runs test once per viewer protocol, against an edge in
+// front of a slow origin of its own (newSlowOrigin).
+func eachViewer(t *testing.T, size, first int, cut bool, test func(t *testing.T, te *testEdge, v viewer, o *slowOrigin)) {
+	for i := range 2 {
+		o := newSlowOrigin(t, streamBody(size), "application/octet-stream", first, cut)
+		te, v := streamViewers(t, o, "")[i]()
+		t.Run(v.name, func(t *testing.T) { test(t, te, v, o) })
+	}
+}
+
 // openStream sends GET path and returns the response with its body
 // unread.
 func (v viewer) openStream(t *testing.T, path string, hdrs ...string) *http.Response {
@@ -152,64 +162,68 @@ func readWithin(t *testing.T, r io.Reader, n int, d time.Duration) []byte {
 // origin request serves all three and the object is stored whole.
 func TestStreamedMiss(t *testing.T) {
 	const size, first = 900 << 10, 128 << 10
-	for i := range 2 {
-		o := newSlowOrigin(t, streamBody(size), "application/octet-stream", first, false)
-		te, v := streamViewers(t, o, "")[i]()
-		t.Run(v.name, func(t *testing.T) {
-			leader := v.openStream(t, "/big")
-			defer leader.Body.Close()
-			if leader.ContentLength != size || leader.Header.Get("X-Cache") != "Miss from edged" {
-				t.Fatalf("leader: length %d, X-Cache %q", leader.ContentLength, leader.Header.Get("X-Cache"))
+	eachViewer(t, size, first, false, func(t *testing.T, te *testEdge, v viewer, o *slowOrigin) {
+		leader := v.openStream(t, "/big")
+		defer leader.Body.Close()
+		if leader.ContentLength != size || leader.Header.Get("X-Cache") != "Miss from edged" {
+			t.Fatalf("leader: length %d, X-Cache %q", leader.ContentLength, leader.Header.Get("X-Cache"))
+		}
+		if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
+			t.Fatal("leader: the first part differs from the origin's")
+		}
+		joiner := v.openStream(t, "/big")
+		defer joiner.Body.Close()
+		if got := readWithin(t, joiner.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
+			t.Fatal("joiner: the first part differs from the origin's")
+		}
+		ranged := make(chan *http.Response, 1)
+		go func() {
+			req, _ := http.NewRequest("GET", v.base+"/big", nil)
+			req.Header.Set("Range", "bytes=500000-500009")
+			resp, err := v.client.Do(req)
+			if err != nil {
+				t.Error(err)
+				resp = nil
 			}
-			if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
-				t.Fatal("leader: the first part differs from the origin's")
+			ranged <- resp
+		}()
+		select {
+		case r := <-ranged:
+			t.Fatalf("a Range request was answered before the object was whole: %v", r.Status)
+		case <-time.After(100 * time.Millisecond):
+		}
+		close(o.release)
+		for name, r := range map[string]*http.Response{"leader": leader, "joiner": joiner} {
+			rest, err := io.ReadAll(r.Body)
+			if err != nil || !bytes.Equal(rest, o.body[first:]) {
+				t.Errorf("%s: rest of the body: %d bytes, err %v, equal %v", name, len(rest), err, bytes.Equal(rest, o.body[first:]))
 			}
-			joiner := v.openStream(t, "/big")
-			defer joiner.Body.Close()
-			if got := readWithin(t, joiner.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
-				t.Fatal("joiner: the first part differs from the origin's")
-			}
-			ranged := make(chan *http.Response, 1)
-			go func() {
-				req, _ := http.NewRequest("GET", v.base+"/big", nil)
-				req.Header.Set("Range", "bytes=500000-500009")
-				resp, err := v.client.Do(req)
-				if err != nil {
-					t.Error(err)
-					resp = nil
-				}
-				ranged <- resp
-			}()
-			select {
-			case r := <-ranged:
-				t.Fatalf("a Range request was answered before the object was whole: %v", r.Status)
-			case <-time.After(100 * time.Millisecond):
-			}
-			close(o.release)
-			for name, r := range map[string]*http.Response{"leader": leader, "joiner": joiner} {
-				rest, err := io.ReadAll(r.Body)
-				if err != nil || !bytes.Equal(rest, o.body[first:]) {
-					t.Errorf("%s: rest of the body: %d bytes, err %v, equal %v", name, len(rest), err, bytes.Equal(rest, o.body[first:]))
-				}
-			}
-			if r := <-ranged; r != nil {
-				b, _ := io.ReadAll(r.Body)
-				r.Body.Close()
-				if r.StatusCode != http.StatusPartialContent || !bytes.Equal(b, o.body[500000:500010]) {
-					t.Errorf("ranged: %d %q", r.StatusCode, b)
-				}
-			}
-			waitStored(t, te, "/big")
-			r := v.openStream(t, "/big")
-			b, err := io.ReadAll(r.Body)
+		}
+		if r := <-ranged; r != nil {
+			b, _ := io.ReadAll(r.Body)
 			r.Body.Close()
-			if err != nil || !bytes.Equal(b, o.body) || r.Header.Get("X-Cache") != "Hit from edged" {
-				t.Errorf("after the fill: X-Cache %q, %d bytes, err %v", r.Header.Get("X-Cache"), len(b), err)
+			if r.StatusCode != http.StatusPartialContent || !bytes.Equal(b, o.body[500000:500010]) {
+				t.Errorf("ranged: %d %q", r.StatusCode, b)
 			}
-			if got := o.count("/big"); got != 1 {
-				t.Errorf("origin requests: %d, want 1", got)
-			}
-		})
+		}
+		v.afterFill(t, te, o, "Hit", 1)
+	})
+}
+
+// afterFill waits for the fill of /big to end, then checks that the next
+// GET gets the whole object with X-Cache xcache, and that the origin has
+// had want requests for it in all.
+func (v viewer) afterFill(t *testing.T, te *testEdge, o *slowOrigin, xcache string, want int) {
+	t.Helper()
+	waitStored(t, te, "/big")
+	r := v.openStream(t, "/big")
+	b, err := io.ReadAll(r.Body)
+	r.Body.Close()
+	if err != nil || !bytes.Equal(b, o.body) || r.Header.Get("X-Cache") != xcache+" from edged" {
+		t.Errorf("after the fill: X-Cache %q, %d bytes, err %v; want %s and the whole object", r.Header.Get("X-Cache"), len(b), err, xcache)
+	}
+	if got := o.count("/big"); got != want {
+		t.Errorf("origin requests: %d, want %d", got, want)
 	}
 }
 
@@ -240,30 +254,17 @@ func waitStored(t *testing.T, te *testEdge, path string) {
 // fetches again and gets the whole object.
 func TestStreamedMissTruncated(t *testing.T) {
 	const size, first = 600 << 10, 100 << 10
-	for i := range 2 {
-		o := newSlowOrigin(t, streamBody(size), "application/octet-stream", first, true)
-		te, v := streamViewers(t, o, "")[i]()
-		t.Run(v.name, func(t *testing.T) {
-			r := v.openStream(t, "/big")
-			defer r.Body.Close()
-			readWithin(t, r.Body, first, 10*time.Second)
-			close(o.release)
-			rest, err := io.ReadAll(r.Body)
-			if err == nil {
-				t.Fatalf("a truncated body ended cleanly after %d more bytes", len(rest))
-			}
-			waitStored(t, te, "/big")
-			again := v.openStream(t, "/big")
-			b, err := io.ReadAll(again.Body)
-			again.Body.Close()
-			if err != nil || !bytes.Equal(b, o.body) || again.Header.Get("X-Cache") != "Miss from edged" {
-				t.Errorf("after the truncated fill: X-Cache %q, %d bytes, err %v", again.Header.Get("X-Cache"), len(b), err)
-			}
-			if got := o.count("/big"); got != 2 {
-				t.Errorf("origin requests: %d, want 2", got)
-			}
-		})
-	}
+	eachViewer(t, size, first, true, func(t *testing.T, te *testEdge, v viewer, o *slowOrigin) {
+		r := v.openStream(t, "/big")
+		defer r.Body.Close()
+		readWithin(t, r.Body, first, 10*time.Second)
+		close(o.release)
+		rest, err := io.ReadAll(r.Body)
+		if err == nil {
+			t.Fatalf("a truncated body ended cleanly after %d more bytes", len(rest))
+		}
+		v.afterFill(t, te, o, "Miss", 2)
+	})
 }
 
 // TestStreamedMissViewerLeaves: the leader leaving part way does not end
@@ -276,16 +277,7 @@ func TestStreamedMissViewerLeaves(t *testing.T) {
 	readWithin(t, r.Body, first, 10*time.Second)
 	r.Body.Close() // HTTP/1.1: the connection goes
 	close(o.release)
-	waitStored(t, te, "/big")
-	again := v.openStream(t, "/big")
-	b, err := io.ReadAll(again.Body)
-	again.Body.Close()
-	if err != nil || !bytes.Equal(b, o.body) || again.Header.Get("X-Cache") != "Hit from edged" {
-		t.Errorf("after the leader left: X-Cache %q, %d bytes, err %v", again.Header.Get("X-Cache"), len(b), err)
-	}
-	if got := o.count("/big"); got != 1 {
-		t.Errorf("origin requests: %d, want 1", got)
-	}
+	v.afterFill(t, te, o, "Hit", 1)
 }
 
 // TestStreamedMissCompressedWaits: with compression on, a viewer taking
