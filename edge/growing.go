@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -18,11 +19,11 @@ import (
 // CloudFront do, instead of waiting for the whole object. The entry is
 // stored once the body is complete; until then it is shared with the
 // readers but not stored, and nothing in it changes but the body's
-// unfilled tail. A viewer the bytes cannot be streamed to as they are (a
-// Range, a conditional, a HEAD, an encoding to make) waits for the whole
-// body and is served as before. An origin that ends the body early
-// aborts the viewers' responses (their headers are gone) and nothing is
-// stored.
+// unfilled tail. One range is streamed too. A viewer the bytes cannot be
+// streamed to as they are (several ranges, a conditional, a HEAD, an
+// encoding to make) waits for the whole body and is served as before. An
+// origin that ends the body early aborts the viewers' responses (their
+// headers are gone) and nothing is stored.
 
 // streamFillMin is the smallest body streamed while it is filled: below
 // it the whole body comes in a read or two, and sending it in parts
@@ -195,6 +196,13 @@ func (g *growing) next(ctx context.Context, have int) (int, error) {
 	}
 }
 
+// filled is how much of the body has arrived.
+func (g *growing) filled() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n
+}
+
 // failed reports whether the fill ended without a complete body.
 func (g *growing) failed() bool {
 	g.mu.Lock()
@@ -270,17 +278,45 @@ func (h *Handler) streamFill(st *reqState, key2 string, resp *http.Response, req
 // sniffLen is how much of a body http.DetectContentType looks at.
 const sniffLen = 512
 
-// streamable reports whether e, its body still arriving, can be sent to
-// st's viewer as the bytes come: a plain GET of the whole identity body.
-func streamable(st *reqState, e *cache.Entry) bool {
+// streamWindow reports whether e, its body still arriving, can be sent
+// to st's viewer as the bytes come, and which bytes: the whole identity
+// body to a plain GET (code 200), or one satisfiable range (code 206,
+// contentRange set). Anything else (a conditional, several ranges, a
+// HEAD, an encoding to make) is answered from the whole object.
+func streamWindow(st *reqState, e *cache.Entry) (from, to int, code int, contentRange string, ok bool) {
 	r, b := st.r, st.b
-	if r.Method != http.MethodGet || e.Status != http.StatusOK || hasConditional(r.Header) {
-		return false
+	if r.Method != http.MethodGet || e.Status != http.StatusOK {
+		return 0, 0, 0, "", false
 	}
 	if _, ok := b.errors[e.Status]; ok {
-		return false
+		return 0, 0, 0, "", false
 	}
-	return !(b.compress && e.Encoding == "" && negotiate(r.Header["Accept-Encoding"]) != "" && compressible(e.Status, e.Header))
+	if b.compress && e.Encoding == "" && negotiate(r.Header["Accept-Encoding"]) != "" && compressible(e.Status, e.Header) {
+		return 0, 0, 0, "", false
+	}
+	ranges := r.Header["Range"]
+	for _, k := range [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
+		if _, ok := r.Header[k]; ok {
+			return 0, 0, 0, "", false
+		}
+	}
+	size := len(e.Body)
+	switch {
+	case len(ranges) == 0:
+		return 0, size, http.StatusOK, "", true
+	case len(ranges) > 1 || !ifRangeHolds(r.Header.Get("If-Range"), e.Header):
+		return 0, 0, 0, "", false
+	}
+	spec, n, ok := parseRange(ranges[0])
+	if !ok || n != 1 {
+		return 0, 0, 0, "", false
+	}
+	start, end, ok := spec.resolve(int64(size))
+	if !ok {
+		return 0, 0, 0, "", false // a 416, made from the whole object
+	}
+	cr := "bytes " + strconv.FormatInt(start, 10) + "-" + strconv.FormatInt(end, 10) + "/" + strconv.Itoa(size)
+	return int(start), int(end) + 1, http.StatusPartialContent, cr, true
 }
 
 // serveGrowing serves a fill whose body is still arriving: streamed as it
@@ -292,7 +328,8 @@ func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResu
 		st.upAddr, st.upStatus, st.upDur, st.upBytes = res.upAddr, res.upStatus, res.upDur, int64(len(e.Body))
 	}
 	ctx := st.r.Context()
-	if !streamable(st, e) {
+	from, to, code, contentRange, ok := streamWindow(st, e)
+	if !ok {
 		if err := g.wait(ctx); err != nil {
 			if ctx.Err() == nil {
 				h.errorResponse(w, st, http.StatusBadGateway, "origin body ended early")
@@ -305,24 +342,32 @@ func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResu
 	b := st.b
 	hdr := w.Header()
 	setEntryHeader(hdr, b, e, e.Age(time.Now()), st.status)
-	hdr["Content-Length"] = e.ContentLength
-	w.WriteHeader(http.StatusOK)
-	st.code = http.StatusOK
+	if code == http.StatusPartialContent {
+		hdr["Content-Range"] = []string{contentRange}
+		hdr["Content-Length"] = []string{strconv.Itoa(to - from)}
+	} else {
+		hdr["Content-Length"] = e.ContentLength
+	}
+	w.WriteHeader(code)
+	st.code = code
 	flusher, _ := w.(http.Flusher)
-	have := 0
+	if flusher != nil && g.filled() <= from {
+		flusher.Flush() // the head now: the range's bytes have yet to come
+	}
+	pos := from // the next byte to send
 	leading := res.leader && g.lead()
 	defer func() {
 		if leading {
-			g.release() // the viewer left (or a panic unwinds): the fill goes on
+			g.release() // the viewer left, or is served (a range), or a panic unwinds: the fill goes on
 		}
 	}()
-	for have < len(e.Body) {
+	for pos < to {
 		var n int
 		var err error
 		if leading {
 			n, err, leading = g.leadPart()
 		} else {
-			n, err = g.next(ctx, have)
+			n, err = g.next(ctx, pos)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -332,17 +377,18 @@ func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResu
 			// response rather than a clean end.
 			panic(http.ErrAbortHandler)
 		}
-		if n == have {
-			continue // a read that brought nothing, or the reading handed over
+		if n <= pos {
+			continue // not yet up to the range, nothing read, or the reading handed over
 		}
-		m, werr := w.Write(e.Body[have:n])
+		upto := min(n, to)
+		m, werr := w.Write(e.Body[pos:upto])
 		st.bytes += int64(m)
 		b.d.bytes.Add(float64(m))
 		if werr != nil {
 			return
 		}
-		have = n
-		if have < len(e.Body) && flusher != nil {
+		pos = upto
+		if pos < to && flusher != nil {
 			flusher.Flush()
 		}
 	}

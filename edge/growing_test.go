@@ -3,10 +3,12 @@ package edge
 import (
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,10 +158,11 @@ func readWithin(t *testing.T, r io.Reader, n int, d time.Duration) []byte {
 	}
 }
 
-// TestStreamedMiss: a large cacheable miss reaches the leader and a
-// request that joins the fill while it is arriving as the origin sends
-// it; a viewer that needs the whole object (a Range) waits for it; one
-// origin request serves all three and the object is stored whole.
+// TestStreamedMiss: a large cacheable miss reaches the leader, a request
+// that joins the fill while it is arriving, and requests for one range
+// as the origin sends it; a viewer that needs the whole object (two
+// ranges) waits for it; one origin request serves them all and the
+// object is stored whole.
 func TestStreamedMiss(t *testing.T) {
 	const size, first = 900 << 10, 128 << 10
 	eachViewer(t, size, first, false, func(t *testing.T, te *testEdge, v viewer, o *slowOrigin) {
@@ -176,20 +179,36 @@ func TestStreamedMiss(t *testing.T) {
 		if got := readWithin(t, joiner.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
 			t.Fatal("joiner: the first part differs from the origin's")
 		}
-		ranged := make(chan *http.Response, 1)
+		// Ranges stream too: one within what has arrived is answered at
+		// once; one beyond it gets its head now and its bytes as they
+		// come. Several ranges wait for the whole object.
+		near := v.openStream(t, "/big", "Range", "bytes=1000-1999")
+		if want := fmt.Sprintf("bytes 1000-1999/%d", size); near.StatusCode != http.StatusPartialContent || near.Header.Get("Content-Range") != want || near.ContentLength != 1000 {
+			t.Errorf("range within the first part: %d, Content-Range %q, length %d", near.StatusCode, near.Header.Get("Content-Range"), near.ContentLength)
+		}
+		if got := readWithin(t, near.Body, 1000, 10*time.Second); !bytes.Equal(got, o.body[1000:2000]) {
+			t.Error("range within the first part: wrong bytes")
+		}
+		near.Body.Close()
+		far := v.openStream(t, "/big", "Range", "bytes=500000-500009")
+		defer far.Body.Close()
+		if far.StatusCode != http.StatusPartialContent || far.ContentLength != 10 {
+			t.Errorf("range beyond the first part: %d, length %d", far.StatusCode, far.ContentLength)
+		}
+		multi := make(chan *http.Response, 1)
 		go func() {
 			req, _ := http.NewRequest("GET", v.base+"/big", nil)
-			req.Header.Set("Range", "bytes=500000-500009")
+			req.Header.Set("Range", "bytes=0-0,500000-500000")
 			resp, err := v.client.Do(req)
 			if err != nil {
 				t.Error(err)
 				resp = nil
 			}
-			ranged <- resp
+			multi <- resp
 		}()
 		select {
-		case r := <-ranged:
-			t.Fatalf("a Range request was answered before the object was whole: %v", r.Status)
+		case r := <-multi:
+			t.Fatalf("a request for two ranges was answered before the object was whole: %v", r.Status)
 		case <-time.After(100 * time.Millisecond):
 		}
 		close(o.release)
@@ -199,11 +218,13 @@ func TestStreamedMiss(t *testing.T) {
 				t.Errorf("%s: rest of the body: %d bytes, err %v, equal %v", name, len(rest), err, bytes.Equal(rest, o.body[first:]))
 			}
 		}
-		if r := <-ranged; r != nil {
-			b, _ := io.ReadAll(r.Body)
+		if b, err := io.ReadAll(far.Body); err != nil || !bytes.Equal(b, o.body[500000:500010]) {
+			t.Errorf("range beyond the first part: %q, err %v", b, err)
+		}
+		if r := <-multi; r != nil {
 			r.Body.Close()
-			if r.StatusCode != http.StatusPartialContent || !bytes.Equal(b, o.body[500000:500010]) {
-				t.Errorf("ranged: %d %q", r.StatusCode, b)
+			if r.StatusCode != http.StatusPartialContent || !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/byteranges") {
+				t.Errorf("two ranges: %d %q", r.StatusCode, r.Header.Get("Content-Type"))
 			}
 		}
 		v.afterFill(t, te, o, "Hit", 1)
