@@ -365,7 +365,11 @@ func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResu
 		var n int
 		var err error
 		if leading {
-			n, err, leading = g.leadPart()
+			// Send what has arrived before reading on (the first bytes, a
+			// range within them).
+			if n = g.filled(); n <= pos {
+				n, err, leading = g.leadPart()
+			}
 		} else {
 			n, err = g.next(ctx, pos)
 		}
