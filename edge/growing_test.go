@@ -397,11 +397,12 @@ func newHandOverFill(size int) *handOverFill {
 		f.endsMu.Unlock()
 		close(f.finished)
 	}
+	f.later = func(fn func()) { go fn() }
 	f.spawn = func(n int) {
 		f.spawned <- n
 		go func() {
 			for ended := false; !ended; {
-				n, ended = f.readPart(n)
+				n, ended = f.readPart(n, false)
 			}
 		}()
 	}
