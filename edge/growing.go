@@ -107,10 +107,6 @@ func (g *growing) lead() bool {
 	return true
 }
 
-// release hands the reading from the leader's goroutine, if it still has
-// it, to the fill's own (the leader's viewer left).
-func (g *growing) release() { g.background() }
-
 // leadPart reads the next part as the leader's goroutine, unless another
 // viewer has taken the reading over; it returns how much is filled, the
 // fill's error, and whether the leader still reads.
@@ -293,9 +289,9 @@ const sniffLen = 512
 // streamWindow reports whether e, its body still arriving, can be sent
 // to st's viewer as the bytes come, and which bytes: the whole identity
 // body to a plain GET (code 200), or one satisfiable range (code 206,
-// contentRange set). Anything else (a conditional, several ranges, a
-// HEAD, an encoding to make) is answered from the whole object.
-func streamWindow(st *reqState, e *cache.Entry) (from, to int, code int, contentRange string, ok bool) {
+// rangeField its Content-Range). Anything else (a conditional, several
+// ranges, a HEAD, an encoding to make) is answered from the whole object.
+func streamWindow(st *reqState, e *cache.Entry) (from, to int, code int, rangeField string, ok bool) {
 	r, b := st.r, st.b
 	if r.Method != http.MethodGet || e.Status != http.StatusOK {
 		return 0, 0, 0, "", false
@@ -306,29 +302,22 @@ func streamWindow(st *reqState, e *cache.Entry) (from, to int, code int, content
 	if b.compress && e.Encoding == "" && negotiate(r.Header["Accept-Encoding"]) != "" && compressible(e.Status, e.Header) {
 		return 0, 0, 0, "", false
 	}
-	ranges := r.Header["Range"]
-	for _, k := range [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
-		if _, ok := r.Header[k]; ok {
-			return 0, 0, 0, "", false
-		}
-	}
-	size := len(e.Body)
-	switch {
-	case len(ranges) == 0:
-		return 0, size, http.StatusOK, "", true
-	case len(ranges) > 1 || !ifRangeHolds(r.Header.Get("If-Range"), e.Header):
+	if hasPrecondition(r.Header) {
 		return 0, 0, 0, "", false
 	}
-	spec, n, ok := parseRange(ranges[0])
-	if !ok || n != 1 {
+	size := len(e.Body)
+	if _, ranged := r.Header["Range"]; !ranged {
+		return 0, size, http.StatusOK, "", true
+	}
+	spec, ok := singleRange(r, e.Header)
+	if !ok {
 		return 0, 0, 0, "", false
 	}
 	start, end, ok := spec.resolve(int64(size))
 	if !ok {
 		return 0, 0, 0, "", false // a 416, made from the whole object
 	}
-	cr := "bytes " + strconv.FormatInt(start, 10) + "-" + strconv.FormatInt(end, 10) + "/" + strconv.Itoa(size)
-	return int(start), int(end) + 1, http.StatusPartialContent, cr, true
+	return int(start), int(end) + 1, http.StatusPartialContent, contentRange(start, end, int64(size)), true
 }
 
 // serveGrowing serves a fill whose body is still arriving: streamed as it
@@ -340,7 +329,7 @@ func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResu
 		st.upAddr, st.upStatus, st.upDur, st.upBytes = res.upAddr, res.upStatus, res.upDur, int64(len(e.Body))
 	}
 	ctx := st.r.Context()
-	from, to, code, contentRange, ok := streamWindow(st, e)
+	from, to, code, rangeField, ok := streamWindow(st, e)
 	if !ok {
 		if err := g.wait(ctx); err != nil {
 			if ctx.Err() == nil {
@@ -355,7 +344,7 @@ func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResu
 	hdr := w.Header()
 	setEntryHeader(hdr, b, e, e.Age(time.Now()), st.status)
 	if code == http.StatusPartialContent {
-		hdr["Content-Range"] = []string{contentRange}
+		hdr["Content-Range"] = []string{rangeField}
 		hdr["Content-Length"] = []string{strconv.Itoa(to - from)}
 	} else {
 		hdr["Content-Length"] = e.ContentLength
@@ -370,7 +359,9 @@ func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResu
 	leading := res.leader && g.lead()
 	defer func() {
 		if leading {
-			g.release() // the viewer left, or is served (a range), or a panic unwinds: the fill goes on
+			// The viewer left, or has its range, or a panic unwinds: the
+			// fill's own goroutine reads on.
+			g.background()
 		}
 	}()
 	for pos < to {

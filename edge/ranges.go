@@ -230,12 +230,8 @@ func localAnswer(r *http.Request, resp *http.Response, have int64) answer {
 			return a
 		}
 	}
-	vs := r.Header["Range"]
-	if r.Method != http.MethodGet || len(vs) != 1 || !ifRangeHolds(r.Header.Get("If-Range"), resp.Header) {
-		return a
-	}
-	spec, n, ok := parseRange(vs[0])
-	if !ok || n != 1 {
+	spec, ok := singleRange(r, resp.Header)
+	if !ok {
 		return a
 	}
 	size := resp.ContentLength
@@ -250,6 +246,22 @@ func localAnswer(r *http.Request, resp *http.Response, have int64) answer {
 	if !ok {
 		return answer{code: http.StatusRequestedRangeNotSatisfiable, contentRange: "bytes */" + strconv.FormatInt(size, 10)}
 	}
-	return answer{code: http.StatusPartialContent, start: start, n: end - start + 1,
-		contentRange: "bytes " + strconv.FormatInt(start, 10) + "-" + strconv.FormatInt(end, 10) + "/" + strconv.FormatInt(size, 10)}
+	return answer{code: http.StatusPartialContent, start: start, n: end - start + 1, contentRange: contentRange(start, end, size)}
+}
+
+// singleRange is the one range r asks of a response with header hdr: ok
+// is false when none applies (not a GET, no Range, several fields or
+// ranges, an invalid value, an If-Range that does not hold).
+func singleRange(r *http.Request, hdr http.Header) (rangeSpec, bool) {
+	vs := r.Header["Range"]
+	if r.Method != http.MethodGet || len(vs) != 1 || !ifRangeHolds(r.Header.Get("If-Range"), hdr) {
+		return rangeSpec{}, false
+	}
+	spec, n, ok := parseRange(vs[0])
+	return spec, ok && n == 1
+}
+
+// contentRange is the Content-Range of bytes start-end of size.
+func contentRange(start, end, size int64) string {
+	return "bytes " + strconv.FormatInt(start, 10) + "-" + strconv.FormatInt(end, 10) + "/" + strconv.FormatInt(size, 10)
 }

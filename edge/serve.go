@@ -92,7 +92,16 @@ func hasConditional(h http.Header) bool {
 	if len(h) == 0 {
 		return false
 	}
-	for _, k := range [...]string{"Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
+	if _, ok := h["Range"]; ok {
+		return true
+	}
+	return hasPrecondition(h)
+}
+
+// hasPrecondition reports whether h has a conditional field other than
+// Range.
+func hasPrecondition(h http.Header) bool {
+	for _, k := range [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
 		if _, ok := h[k]; ok {
 			return true
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -107,17 +106,9 @@ func coldMisses(ctx context.Context, s *server, next *int) (map[string]float64, 
 	}
 	m := map[string]float64{benchkit.MetricErrors.Key: float64(errs)}
 	if len(first) > 0 {
-		m[metricFirstByte.Key] = median(first)
-		m[metricLastByte.Key] = median(last)
+		m[metricFirstByte.Key] = benchkit.Summarize(first).Median
+		m[metricLastByte.Key] = benchkit.Summarize(last).Median
 		m[benchkit.MetricCPU.Key] = float64((after.CPU - before.CPU).Microseconds()) / float64(len(first))
 	}
 	return m, nil
-}
-
-func median(v []float64) float64 {
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
