@@ -469,7 +469,9 @@ func TestGrowingHandOver(t *testing.T) {
 			t.Error("a second leader claimed the reading")
 		}
 		f.background() // a joiner comes while the leader sends its part
-		if n2, err, leading := f.leadPart(); err != nil || leading || n2 != n {
+		// The fill's own goroutine may have read on already: n2 is at
+		// least where the leader stopped (check sees where it started).
+		if n2, err, leading := f.leadPart(); err != nil || leading || n2 < n {
 			t.Errorf("after a joiner came: n %d, err %v, leading %v; want the reading taken over at %d", n2, err, leading, n)
 		}
 		f.check(t, body, growChunk)
