@@ -374,6 +374,9 @@ func (h *Handler) newEntry(st *reqState, status int, hdr http.Header, body []byt
 func readBody(r io.Reader, length, limit int64) (body []byte, over bool, err error) {
 	if length >= 0 {
 		body = make([]byte, length)
+		if length >= prefaultMin {
+			_ = prefault(body)
+		}
 		_, err = io.ReadFull(r, body)
 		if err != nil {
 			return nil, false, err

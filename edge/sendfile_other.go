@@ -23,3 +23,6 @@ func (c CacheConfig) sendfileMax() Size {
 	}
 	return c.SendfileMaxSize
 }
+
+// prefault: the pages fault in as they are written.
+func prefault([]byte) error { return nil }
