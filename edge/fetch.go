@@ -212,6 +212,26 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 	if mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength >= streamFillMin {
 		return h.streamFill(st, key2, resp, reqTime, respTime, seq, cancel, res)
 	}
+	if mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength < 0 && limit > streamFillMin {
+		// Of unknown length: streamed to the leader once it passes
+		// streamFillMin; a shorter body is read whole below.
+		head := make([]byte, streamFillMin)
+		n, err := io.ReadFull(resp.Body, head)
+		switch {
+		case err == nil:
+			if res, ok := h.streamUnknown(st, resp, head, reqTime, respTime, seq, cancel, res); ok {
+				return res
+			}
+		case err != io.EOF && err != io.ErrUnexpectedEOF:
+			resp.Body.Close()
+			cancel()
+			return fillResult{err: err, upAddr: res.upAddr, upStatus: res.upStatus}
+		}
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(head[:n]), resp.Body), resp.Body}
+	}
 	body, over, err := readBody(resp.Body, resp.ContentLength, limit)
 	if over {
 		h.m.streamed.Inc()
@@ -306,11 +326,16 @@ func isTooLarge(e *cache.Entry) bool { return e.HitForMiss && e.Status == tooLar
 // entry: bounded by the cache budget, removed by invalidations of the
 // path, host or the response's tags.
 func (h *Handler) markTooLarge(st *reqState, hdr http.Header, seq uint64) {
-	h.store.Set(st.key, &cache.Entry{
+	h.store.Set(st.key, tooLargeMarker(seq, st.b.d.name, strings.ToLower(st.r.Host), st.r.URL.Path, cache.ParseTags(hdr)))
+}
+
+// tooLargeMarker is a too-large marker for an object of distribution
+// dist (host, path and tags for invalidations).
+func tooLargeMarker(seq uint64, dist, host, path string, tags []string) *cache.Entry {
+	return &cache.Entry{
 		HitForMiss: true, Status: tooLargeStatus, ResponseTime: time.Now(), Keep: tooLargeTTL, NoStale: true,
-		Seq: seq, Dist: st.b.d.name, Host: strings.ToLower(st.r.Host), Path: st.r.URL.Path,
-		Tags: cache.ParseTags(hdr),
-	})
+		Seq: seq, Dist: dist, Host: host, Path: path, Tags: tags,
+	}
 }
 
 func (h *Handler) markHitForMiss(st *reqState) {
@@ -482,8 +507,8 @@ func (h *Handler) revalidateAsync(st *reqState, key2 string, e *cache.Entry) {
 		switch res := h.fill(&sub, key2, e); {
 		case res.stream != nil:
 			res.stream.Body.Close() // grew too large: nobody to stream it to
-		case res.grow != nil:
-			res.grow.background() // nobody to stream it to: the fill reads on its own
+		case res.grow != nil && res.leader:
+			res.grow.leave() // nobody to stream it to: the fill reads on its own
 		}
 	}()
 }

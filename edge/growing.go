@@ -1,7 +1,9 @@
 package edge
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -24,6 +26,13 @@ import (
 // encoding to make) waits for the whole body and is served as before. An
 // origin that ends the body early aborts the viewers' responses (their
 // headers are gone) and nothing is stored.
+//
+// An answer of unknown length longer than streamFillMin is streamed to
+// its leader only, whose goroutine reads it into a buffer that doubles
+// as it fills; the others wait for the whole. Past max_object_size the
+// fill fails for them (they fetch on their own, the key is marked too
+// large), and the leader is relayed the rest through a small buffer, as
+// a pass-through would have sent it.
 
 // streamFillMin is the smallest body streamed while it is filled: below
 // it the whole body comes in a read or two, and sending it in parts
@@ -41,7 +50,18 @@ const prefaultMin = 32 << 10
 
 // growing is a body being filled.
 type growing struct {
-	body []byte // full length; [0, n) is filled and never written again
+	// body is the buffer the origin's bytes are read into. Of a known
+	// length it is the whole body: [0, n) is filled and never written
+	// again. Of an unknown length the reader replaces it with a larger
+	// copy as it fills (under mu; [0, n) is the same in every copy), and
+	// past limit it holds only the part read last, bytes [base, n)
+	// (relay).
+	body []byte
+	// unknown: the origin sent no Content-Length. Only the leader is
+	// streamed such a body, and it reads the origin itself until it
+	// leaves (lead, leave); other viewers wait for the whole.
+	unknown bool
+	limit   int // unknown length: the most bytes kept (cache.max_object_size)
 	// faulted is how much of body is faulted in (prefault): the first
 	// part's pages before the fill starts, the rest before the first
 	// read the reader makes; only the reader uses it.
@@ -49,8 +69,17 @@ type growing struct {
 
 	mu   sync.Mutex
 	n    int
+	size int           // the body's length; -1 while unknown
 	err  error         // the fill failed; n stays where it stopped
 	more chan struct{} // closed (and replaced) when n or err changes
+	// relay: an unknown length went past limit. The fill has failed
+	// (err is errTooLarge, the key is marked too large), but the leader
+	// is still sent the rest: base is the offset of body[0], relayErr
+	// what ended the relay early.
+	relay    bool
+	base     int
+	relayErr error
+	final    *cache.Entry // unknown length: the entry as stored
 	// reader says whose goroutine reads the origin: while the leader is
 	// the only viewer, its own (no hand-off between goroutines per part,
 	// which cost a cold 2 MiB miss half as much CPU again); once another
@@ -62,16 +91,22 @@ type growing struct {
 	reader   int
 	reading  bool
 	handOver bool
+	claimed  bool // lead has been called
 
-	src   io.Reader       // the origin's body
-	end   func(err error) // stores the entry or logs the failure, then closes finished
-	spawn func(n int)     // starts the fill's own goroutine reading from n
-	later func(func())    // runs a function on a goroutine of its own
+	src       io.Reader       // the origin's body
+	end       func(err error) // stores the entry or logs the failure, then closes finished
+	spawn     func(n int)     // starts the fill's own goroutine reading from n
+	later     func(func())    // runs a function on a goroutine of its own
+	overLimit func()          // marks the key too large (unknown length past limit)
 
 	// finished is closed when the fill has ended: complete and stored,
-	// or failed (err set).
+	// or failed (err set; a relay may go on).
 	finished chan struct{}
 }
+
+// errTooLarge ends a fill of unknown length that went past the most an
+// object may be.
+var errTooLarge = errors.New("body longer than cache.max_object_size")
 
 // Who reads the origin.
 const (
@@ -82,7 +117,16 @@ const (
 )
 
 func newGrowing(body []byte, n, faulted int) *growing {
-	return &growing{body: body, n: n, faulted: faulted, more: make(chan struct{}), finished: make(chan struct{})}
+	return &growing{body: body, n: n, size: len(body), faulted: faulted, more: make(chan struct{}), finished: make(chan struct{})}
+}
+
+// newGrowingUnknown starts a body of unknown length with its first n
+// bytes in body; the leader reads the rest (lead).
+func newGrowingUnknown(body []byte, n, limit int) *growing {
+	return &growing{
+		body: body, n: n, size: -1, unknown: true, limit: limit, faulted: len(body),
+		reader: readerLeader, more: make(chan struct{}), finished: make(chan struct{}),
+	}
 }
 
 // background has the origin read by the fill's own goroutine: at once,
@@ -92,6 +136,9 @@ func (g *growing) background() {
 	g.mu.Lock()
 	start := false
 	switch {
+	case g.unknown && g.reader == readerLeader:
+		// The leader reads it until it leaves: nobody else is streamed
+		// an unknown length, and it may have to relay the rest.
 	case g.reader == readerNone, g.reader == readerLeader && !g.reading:
 		g.reader, start = readerOwn, true
 	case g.reader == readerLeader:
@@ -104,16 +151,37 @@ func (g *growing) background() {
 	}
 }
 
-// lead claims the reading for the leader's goroutine; false when a
-// reader runs already.
+// lead claims the reading for the leader's goroutine, once; false when
+// another viewer's reader runs already. An unknown length is the
+// leader's from the start (newGrowingUnknown).
 func (g *growing) lead() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.reader != readerNone {
+	switch {
+	case g.claimed:
 		return false
+	case g.reader == readerNone:
+		g.reader = readerLeader
+	case g.reader != readerLeader:
+		return false // another viewer's goroutine reads
 	}
-	g.reader = readerLeader
+	g.claimed = true
 	return true
+}
+
+// leave is the leader's giving up the reading, between its reads: the
+// fill's own goroutine reads on (a relay past the limit just ends).
+func (g *growing) leave() {
+	g.mu.Lock()
+	start := g.reader == readerNone || g.reader == readerLeader
+	if start {
+		g.reader = readerOwn
+	}
+	n := g.n
+	g.mu.Unlock()
+	if start {
+		g.spawn(n)
+	}
 }
 
 // leadPart reads the next part as the leader's goroutine, unless another
@@ -132,6 +200,9 @@ func (g *growing) leadPart() (int, error, bool) {
 	g.mu.Lock()
 	g.reading = false
 	err, handOver := g.err, g.handOver && !ended
+	if g.relay {
+		err = g.relayErr // the fill's errTooLarge is for the others
+	}
 	if handOver {
 		g.reader, g.handOver = readerOwn, false
 	}
@@ -147,46 +218,150 @@ func (g *growing) leadPart() (int, error, bool) {
 // (complete or failed). Then end runs: on a goroutine of its own when
 // the leader reads (async), so that storing the entry (a copy of the
 // body for sendfile, 1 ms for 2 MiB) does not hold back its last send.
+// Of an unknown length, the leader (async) reads on past the limit as
+// a relay; the fill's own goroutine ends the fill there.
 func (g *growing) readPart(n int, async bool) (int, bool) {
 	if g.faulted < len(g.body) {
 		_ = prefault(g.body[g.faulted:])
 		g.faulted = len(g.body)
 	}
-	m, err := g.src.Read(g.body[n:min(n+growChunk, len(g.body))])
+	if g.unknown {
+		if !g.room(n, async) {
+			g.finish(n, errTooLarge, async)
+			return n, true
+		}
+	}
+	g.mu.Lock()
+	buf, base := g.body, g.base
+	g.mu.Unlock()
+	m, err := g.src.Read(buf[n-base : min(n-base+growChunk, len(buf))])
 	n += m
-	if n == len(g.body) {
+	switch {
+	case !g.unknown && n == len(buf):
 		err = nil // a final io.EOF with the last bytes
-	} else if err == io.EOF {
+	case !g.unknown && err == io.EOF:
 		err = io.ErrUnexpectedEOF
 	}
 	if m > 0 || err != nil {
 		g.advance(n, err)
 	}
-	if err != nil || n == len(g.body) {
-		g.mu.Lock()
-		g.reader = readerDone
-		g.mu.Unlock()
-		if async {
-			g.later(func() { g.end(err) })
-		} else {
-			g.end(err)
+	if err != nil || (!g.unknown && n == len(buf)) {
+		if err == io.EOF {
+			err = nil
 		}
+		g.finish(n, err, async)
 		return n, true
 	}
 	return n, false
+}
+
+// room makes room in an unknown length's buffer for the part from n on:
+// a larger copy, or, past the limit, the switch to a relay (the leader's
+// read) and then the relay's buffer emptied. False: the fill's own
+// goroutine has reached the limit, or reads a relay nobody is sent.
+func (g *growing) room(n int, leader bool) bool {
+	g.mu.Lock()
+	relay, base, have := g.relay, g.base, len(g.body)
+	g.mu.Unlock()
+	switch {
+	case relay && !leader:
+		return false // the leader left its relay
+	case relay:
+		g.mu.Lock()
+		g.base = n // the leader has sent [base, n): reuse the buffer
+		g.mu.Unlock()
+		return true
+	case n-base < have:
+		return true
+	case n > g.limit && !leader:
+		g.overLimit()
+		return false
+	case n > g.limit:
+		g.overLimit()
+		g.mu.Lock()
+		g.relay, g.base = true, n
+		g.body = make([]byte, growChunk)
+		if g.err == nil {
+			g.err = errTooLarge
+		}
+		ch := g.more
+		g.more = make(chan struct{})
+		g.mu.Unlock()
+		close(ch)
+		close(g.finished) // the others fetch on their own now
+		return true
+	}
+	// Double, up to one byte past the limit (which tells it is past).
+	bigger := make([]byte, min(2*have, g.limit+1))
+	_ = prefault(bigger)
+	copy(bigger, g.body[:n])
+	g.faulted = len(bigger)
+	g.mu.Lock()
+	g.body = bigger
+	g.mu.Unlock()
+	return true
+}
+
+// finish ends the fill at n with err (nil: complete), on a goroutine of
+// its own when the leader reads (async).
+func (g *growing) finish(n int, err error, async bool) {
+	g.mu.Lock()
+	g.reader = readerDone
+	if err == nil {
+		g.size = n
+	} else if g.err == nil {
+		g.err = err
+	}
+	if g.relay && err != nil && err != errTooLarge {
+		g.relayErr = err
+	}
+	ch := g.more
+	g.more = make(chan struct{})
+	g.mu.Unlock()
+	close(ch)
+	if async {
+		g.later(func() { g.end(err) })
+	} else {
+		g.end(err)
+	}
 }
 
 // advance publishes n filled bytes, or the error that ended the fill.
 func (g *growing) advance(n int, err error) {
 	g.mu.Lock()
 	g.n = n
-	if err != nil && g.err == nil {
+	if err != nil && err != io.EOF && g.err == nil {
 		g.err = err
 	}
 	ch := g.more
 	g.more = make(chan struct{})
 	g.mu.Unlock()
 	close(ch)
+}
+
+// bytes is the filled part [from, to): the caller has seen to filled.
+func (g *growing) bytes(from, to int) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.body[from-g.base : to-g.base]
+}
+
+// total is the body's length, -1 while unknown.
+func (g *growing) total() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.size
+}
+
+// entry is the entry to serve once the fill has finished: of an unknown
+// length, the one stored with its length; else e.
+func (g *growing) entry(e *cache.Entry) *cache.Entry {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.final != nil {
+		return g.final
+	}
+	return e
 }
 
 // next waits until more than have bytes are filled and returns how many
@@ -242,8 +417,8 @@ func (g *growing) wait(ctx context.Context) error {
 // streamFill sets up the filling of a cacheable answer's body and returns
 // the fill's result with the entry (its body still arriving) and grow
 // set; the leader's goroutine reads the body, or the fill's own once
-// anyone else wants it (growing.background). An answer that may not be stored is read whole here, as
-// finishFill reads others.
+// anyone else wants it (growing.background). An answer that may not be
+// stored is read whole here, as finishFill reads others.
 func (h *Handler) streamFill(st *reqState, key2 string, resp *http.Response, reqTime, respTime time.Time, seq uint64, cancel context.CancelFunc, res fillResult) fillResult {
 	body := make([]byte, resp.ContentLength)
 	// The first part's pages now, the rest after the leader has sent it
@@ -258,35 +433,7 @@ func (h *Handler) streamFill(st *reqState, key2 string, resp *http.Response, req
 	if err == nil {
 		e, ok := h.newEntry(st, resp.StatusCode, resp.Header, body, reqTime, respTime, seq, cache.NewID())
 		if ok {
-			g := newGrowing(body, n, faulted)
-			res.e, res.key, res.grow, res.stored = e, storeKey(st, e), g, true
-			s, key := st.s, st.key // st and its request are the leader's: not used once it returns
-			g.src = resp.Body
-			g.end = func(err error) {
-				resp.Body.Close()
-				cancel()
-				if err == nil {
-					h.putAt(s, key, res.key, e)
-				} else {
-					h.log.Warn("origin body ended early; the viewers streamed it are cut off", "distribution", e.Dist, "path", e.Path, "err", err)
-				}
-				close(g.finished)
-			}
-			g.later = func(f func()) {
-				h.bg.Add(1)
-				go func() {
-					defer h.bg.Done()
-					f()
-				}()
-			}
-			g.spawn = func(n int) {
-				g.later(func() {
-					for ended := false; !ended; {
-						n, ended = g.readPart(n, false)
-					}
-				})
-			}
-			return res
+			return h.startGrowing(st, resp, cancel, res, e, newGrowing(body, n, faulted))
 		}
 		res.e, res.key, res.private = e, key2, true
 		_ = prefault(body[faulted:])
@@ -303,15 +450,96 @@ func (h *Handler) streamFill(st *reqState, key2 string, resp *http.Response, req
 	return res
 }
 
+// streamUnknown sets up the filling of a cacheable answer of unknown
+// length whose first bytes, head, have come: only the leader is streamed
+// it (newGrowingUnknown). False when the answer may not be stored (the
+// caller then reads it whole).
+func (h *Handler) streamUnknown(st *reqState, resp *http.Response, head []byte, reqTime, respTime time.Time, seq uint64, cancel context.CancelFunc, res fillResult) (fillResult, bool) {
+	e, ok := h.newEntry(st, resp.StatusCode, resp.Header, head, reqTime, respTime, seq, cache.NewID())
+	if !ok {
+		return res, false
+	}
+	return h.startGrowing(st, resp, cancel, res, e, newGrowingUnknown(head, len(head), int(st.s.maxObject))), true
+}
+
+// startGrowing wires g (the fill of e's body from resp) to the handler.
+func (h *Handler) startGrowing(st *reqState, resp *http.Response, cancel context.CancelFunc, res fillResult, e *cache.Entry, g *growing) fillResult {
+	res.e, res.key, res.grow, res.stored = e, storeKey(st, e), g, true
+	s, key := st.s, st.key // st and its request are the leader's: not used once it returns
+	wire := e.Wire != nil
+	if g.unknown {
+		// Its length, and the header block with it, come at the end.
+		e.ContentLength, e.Wire = nil, nil
+	}
+	g.src = resp.Body
+	g.overLimit = func() {
+		h.m.streamed.Inc()
+		h.store.Set(key, tooLargeMarker(e.Seq, e.Dist, e.Host, e.Path, e.Tags))
+	}
+	g.end = func(err error) {
+		resp.Body.Close()
+		cancel()
+		g.mu.Lock()
+		relay, n := g.relay, g.n
+		g.mu.Unlock()
+		switch {
+		case relay:
+			return // finished was closed when it went past the limit
+		case err == nil && g.unknown:
+			h.putAt(s, key, res.key, g.complete(e, n, wire))
+		case err == nil:
+			h.putAt(s, key, res.key, e)
+		case err == errTooLarge:
+		default:
+			h.log.Warn("origin body ended early; the viewers streamed it are cut off", "distribution", e.Dist, "path", e.Path, "err", err)
+		}
+		close(g.finished)
+	}
+	g.later = func(f func()) {
+		h.bg.Add(1)
+		go func() {
+			defer h.bg.Done()
+			f()
+		}()
+	}
+	g.spawn = func(n int) {
+		g.later(func() {
+			for ended := false; !ended; {
+				n, ended = g.readPart(n, false)
+			}
+		})
+	}
+	return res
+}
+
+// complete makes the entry of an unknown length filled to n: e with its
+// body, length and header block, stored (final) for the others.
+func (g *growing) complete(e *cache.Entry, n int, wire bool) *cache.Entry {
+	body := g.body[:n:n]
+	if cap(g.body)-n > n/8 {
+		body = bytes.Clone(body) // not the doubled buffer's spare room
+	}
+	f := *e
+	f.Body, f.ContentLength = body, []string{strconv.Itoa(n)}
+	if wire {
+		f.Wire = cache.WireHeader(f.Header, f.ContentLength[0])
+	}
+	g.mu.Lock()
+	g.final = &f
+	g.mu.Unlock()
+	return &f
+}
+
 // sniffLen is how much of a body http.DetectContentType looks at.
 const sniffLen = 512
 
-// streamWindow reports whether e, its body still arriving, can be sent
-// to st's viewer as the bytes come, and which bytes: the whole identity
-// body to a plain GET (code 200), or one satisfiable range (code 206,
-// rangeField its Content-Range). Anything else (a conditional, several
+// streamWindow reports whether e, its body still arriving (size bytes,
+// -1 while unknown), can be sent to st's viewer as the bytes come, and
+// which bytes: the whole identity body to a plain GET (code 200), or one
+// satisfiable range of a known length (code 206, rangeField its
+// Content-Range). Anything else (a conditional, several
 // ranges, a HEAD, an encoding to make) is answered from the whole object.
-func streamWindow(st *reqState, e *cache.Entry) (from, to int, code int, rangeField string, ok bool) {
+func streamWindow(st *reqState, e *cache.Entry, size int) (from, to int, code int, rangeField string, ok bool) {
 	r, b := st.r, st.b
 	if r.Method != http.MethodGet || e.Status != http.StatusOK {
 		return 0, 0, 0, "", false
@@ -325,9 +553,11 @@ func streamWindow(st *reqState, e *cache.Entry) (from, to int, code int, rangeFi
 	if hasPrecondition(r.Header) {
 		return 0, 0, 0, "", false
 	}
-	size := len(e.Body)
 	if _, ranged := r.Header["Range"]; !ranged {
-		return 0, size, http.StatusOK, "", true
+		return 0, size, http.StatusOK, "", true // size -1: to the end, when it comes
+	}
+	if size < 0 {
+		return 0, 0, 0, "", false
 	}
 	spec, ok := singleRange(r, e.Header)
 	if !ok {
@@ -349,15 +579,25 @@ func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResu
 		st.upAddr, st.upStatus, st.upDur, st.upBytes = res.upAddr, res.upStatus, res.upDur, int64(len(e.Body))
 	}
 	ctx := st.r.Context()
-	from, to, code, rangeField, ok := streamWindow(st, e)
+	from, to, code, rangeField, ok := streamWindow(st, e, g.total())
+	if ok && g.unknown && !res.leader {
+		ok = false // an unknown length is streamed to its leader only
+	}
 	if !ok {
-		if err := g.wait(ctx); err != nil {
+		if res.leader {
+			g.leave()
+		}
+		switch err := g.wait(ctx); {
+		case err == errTooLarge:
+			h.passLarge(w, st, nil)
+		case err != nil:
 			if ctx.Err() == nil {
 				h.errorResponse(w, st, http.StatusBadGateway, "origin body ended early")
 			}
-			return
+		default:
+			e = g.entry(e)
+			h.deliver(w, st, e, res.key, e.Age(time.Now()))
 		}
-		h.deliver(w, st, e, res.key, e.Age(time.Now()))
 		return
 	}
 	b := st.b
@@ -366,7 +606,7 @@ func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResu
 	if code == http.StatusPartialContent {
 		hdr["Content-Range"] = []string{rangeField}
 		hdr["Content-Length"] = []string{strconv.Itoa(to - from)}
-	} else {
+	} else if to >= 0 {
 		hdr["Content-Length"] = e.ContentLength
 	}
 	w.WriteHeader(code)
@@ -381,10 +621,16 @@ func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResu
 		if leading {
 			// The viewer left, or has its range, or a panic unwinds: the
 			// fill's own goroutine reads on.
-			g.background()
+			g.leave()
 		}
 	}()
-	for pos < to {
+	for {
+		if to < 0 {
+			to = g.total() // an unknown length, known once complete
+		}
+		if to >= 0 && pos >= to {
+			break
+		}
 		var n int
 		var err error
 		if leading {
@@ -407,16 +653,22 @@ func (h *Handler) serveGrowing(w http.ResponseWriter, st *reqState, res fillResu
 		if n <= pos {
 			continue // not yet up to the range, nothing read, or the reading handed over
 		}
-		upto := min(n, to)
-		m, werr := w.Write(e.Body[pos:upto])
+		upto := n
+		if to >= 0 {
+			upto = min(n, to)
+		}
+		m, werr := w.Write(g.bytes(pos, upto))
 		st.bytes += int64(m)
 		b.d.bytes.Add(float64(m))
 		if werr != nil {
 			return
 		}
 		pos = upto
-		if pos < to && flusher != nil {
+		if pos != to && flusher != nil {
 			flusher.Flush()
 		}
+	}
+	if res.leader && g.unknown {
+		st.upBytes = int64(pos)
 	}
 }

@@ -34,6 +34,7 @@ type slowOrigin struct {
 	first   int
 	release chan struct{}
 	cut     bool
+	chunked bool // no Content-Length: the body's length is unknown (set before the first request)
 	sent    sync.Once
 	reached chan struct{} // closed once the first part is sent
 }
@@ -50,7 +51,9 @@ func newSlowOrigin(t *testing.T, body []byte, ctype string, first int, cut bool)
 		w.Header().Set("Cache-Control", "max-age=60")
 		w.Header().Set("Content-Type", ctype)
 		w.Header().Set("ETag", `"big"`)
-		w.Header().Set("Content-Length", strconv.Itoa(len(so.body)))
+		if !so.chunked {
+			w.Header().Set("Content-Length", strconv.Itoa(len(so.body)))
+		}
 		w.Write(so.body[:so.first])
 		w.(http.Flusher).Flush()
 		if nth == 1 {
@@ -289,16 +292,139 @@ func TestStreamedMissTruncated(t *testing.T) {
 }
 
 // TestStreamedMissViewerLeaves: the leader leaving part way does not end
-// the fill; the object is stored whole for the next viewer.
+// the fill; the object is stored whole for the next viewer. Of a known
+// length and of an unknown one.
 func TestStreamedMissViewerLeaves(t *testing.T) {
-	const size, first = 700 << 10, 64 << 10
+	const size, first = 700 << 10, 128 << 10
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unknown length %v", chunked), func(t *testing.T) {
+			o := newSlowOrigin(t, streamBody(size), "application/octet-stream", first, false)
+			o.chunked = chunked
+			te, v := streamViewers(t, o, "")[0]()
+			r := v.openStream(t, "/big")
+			readWithin(t, r.Body, 64<<10, 10*time.Second)
+			r.Body.Close() // HTTP/1.1: the connection goes
+			close(o.release)
+			v.afterFill(t, te, o, "Hit", 1)
+		})
+	}
+}
+
+// TestStreamedUnknownLength: a cacheable answer of unknown length (no
+// Content-Length) is streamed to the leader as it arrives, with no length
+// in the head; a request that joins the fill waits for the whole object
+// and gets it with its length; one origin request serves both, and the
+// object is stored whole with its length.
+func TestStreamedUnknownLength(t *testing.T) {
+	const size, first = 600 << 10, 128 << 10
+	eachViewer(t, size, first, false, func(t *testing.T, te *testEdge, v viewer, o *slowOrigin) {
+		o.chunked = true
+		leader := v.openStream(t, "/big")
+		defer leader.Body.Close()
+		if leader.ContentLength != -1 || leader.Header.Get("X-Cache") != "Miss from edged" {
+			t.Fatalf("leader: length %d, X-Cache %q; want no length yet and a miss", leader.ContentLength, leader.Header.Get("X-Cache"))
+		}
+		if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
+			t.Fatal("leader: the first part differs from the origin's")
+		}
+		joined := make(chan *http.Response, 1)
+		go func() {
+			resp, err := v.client.Get(v.base + "/big")
+			if err != nil {
+				t.Error(err)
+			}
+			joined <- resp
+		}()
+		select {
+		case r := <-joined:
+			t.Fatalf("a joiner was answered before the object of unknown length was whole: %v", r.Status)
+		case <-time.After(100 * time.Millisecond):
+		}
+		close(o.release)
+		if rest, err := io.ReadAll(leader.Body); err != nil || !bytes.Equal(rest, o.body[first:]) {
+			t.Errorf("leader: rest of the body: %d bytes, err %v, equal %v", len(rest), err, bytes.Equal(rest, o.body[first:]))
+		}
+		if r := <-joined; r != nil {
+			b, err := io.ReadAll(r.Body)
+			r.Body.Close()
+			if err != nil || !bytes.Equal(b, o.body) || r.ContentLength != size {
+				t.Errorf("joiner: %d bytes (length %d), err %v, equal %v", len(b), r.ContentLength, err, bytes.Equal(b, o.body))
+			}
+		}
+		v.afterFill(t, te, o, "Hit", 1)
+		if r := v.openStream(t, "/big"); r.ContentLength != size {
+			t.Errorf("stored object: length %d, want %d", r.ContentLength, size)
+		} else {
+			r.Body.Close()
+		}
+	})
+}
+
+// TestStreamedUnknownLengthTruncated: an origin that closes the
+// connection part way through a body of unknown length cuts the leader's
+// response off with an error, and nothing is stored.
+func TestStreamedUnknownLengthTruncated(t *testing.T) {
+	const size, first = 600 << 10, 100 << 10
+	eachViewer(t, size, first, true, func(t *testing.T, te *testEdge, v viewer, o *slowOrigin) {
+		o.chunked = true
+		r := v.openStream(t, "/big")
+		defer r.Body.Close()
+		readWithin(t, r.Body, first, 10*time.Second)
+		close(o.release)
+		if rest, err := io.ReadAll(r.Body); err == nil {
+			t.Fatalf("a truncated body ended cleanly after %d more bytes", len(rest))
+		}
+		v.afterFill(t, te, o, "Miss", 2)
+	})
+}
+
+// TestStreamedUnknownLengthTooLarge: a body of unknown length that goes
+// past cache.max_object_size while it is streamed still reaches its
+// leader whole (the edge relays the rest instead of keeping it); a
+// request that had joined the fill fetches on its own, and the object
+// is not stored: the next request passes through to the origin too.
+func TestStreamedUnknownLengthTooLarge(t *testing.T) {
+	const size, first = 700 << 10, 128 << 10
 	o := newSlowOrigin(t, streamBody(size), "application/octet-stream", first, false)
-	te, v := streamViewers(t, o, "")[0]()
-	r := v.openStream(t, "/big")
-	readWithin(t, r.Body, first, 10*time.Second)
-	r.Body.Close() // HTTP/1.1: the connection goes
+	o.chunked = true
+	te := startEdge(t, "listeners:\n  - address: 127.0.0.1:0\ncache:\n  max_size: 64MiB\n  max_object_size: 256KiB\n"+oneOrigin(o.testOrigin, ""), nil)
+	v := viewer{"HTTP/1.1", client, te.base, "HTTP/1.1"}
+	leader := v.openStream(t, "/big")
+	defer leader.Body.Close()
+	if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
+		t.Fatal("leader: the first part differs from the origin's")
+	}
+	joined := make(chan *http.Response, 1)
+	go func() {
+		resp, err := v.client.Get(v.base + "/big")
+		if err != nil {
+			t.Error(err)
+		}
+		joined <- resp
+	}()
+	time.Sleep(50 * time.Millisecond) // let it join the fill
 	close(o.release)
-	v.afterFill(t, te, o, "Hit", 1)
+	if rest, err := io.ReadAll(leader.Body); err != nil || !bytes.Equal(rest, o.body[first:]) {
+		t.Errorf("leader: rest of the body: %d bytes, err %v, equal %v", len(rest), err, bytes.Equal(rest, o.body[first:]))
+	}
+	if r := <-joined; r != nil {
+		b, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil || !bytes.Equal(b, o.body) {
+			t.Errorf("joiner: %d bytes, err %v, equal %v", len(b), err, bytes.Equal(b, o.body))
+		}
+	}
+	if got := o.count("/big"); got != 2 {
+		t.Errorf("origin requests for the leader and the joiner: %d, want 2 (the joiner fetches on its own once the object is too large)", got)
+	}
+	waitStored(t, te, "/big")
+	r := te.get("/big")
+	if r.body != string(o.body) || r.xcache() == "Hit" {
+		t.Errorf("after: X-Cache %q, %d bytes; want the whole object from the origin", r.xcache(), len(r.body))
+	}
+	if got := o.count("/big"); got != 3 {
+		t.Errorf("origin requests in all: %d, want 3 (too large to store)", got)
+	}
 }
 
 // TestStreamedMissCompressedWaits: with compression on, a viewer taking

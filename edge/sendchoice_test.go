@@ -120,7 +120,7 @@ func TestSendLargeBothWays(t *testing.T) {
 	})
 	te := startEdge(t, "listeners:\n  - address: 127.0.0.1:0\ncache:\n  max_size: 64MiB\n  max_object_size: 2MiB\n  sendfile_dir: "+dir+"\n"+oneOrigin(o, ""), nil)
 	te.get("/big")
-	te.wait()
+	waitStored(t, te, "/big") // its length unknown, it was streamed and is stored after
 	sc := te.svc.h.sends
 	sc.mu.Lock()
 	sc.epochSends, sc.epochMin = 2, 0

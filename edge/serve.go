@@ -142,10 +142,17 @@ func (h *Handler) errorPage(w http.ResponseWriter, st *reqState, er errorRespons
 		if res.err != nil || res.e == nil {
 			return false
 		}
-		if res.grow != nil && res.grow.wait(st.r.Context()) != nil {
-			return false // the page's body is still arriving: wait for all of it
-		}
 		e = res.e
+		if g := res.grow; g != nil {
+			// The page's body is still arriving: wait for all of it.
+			if res.leader {
+				g.leave()
+			}
+			if g.wait(st.r.Context()) != nil {
+				return false
+			}
+			e = g.entry(e)
+		}
 	}
 	if e.Status != http.StatusOK {
 		return false
