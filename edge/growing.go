@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -459,7 +460,8 @@ func (h *Handler) streamUnknown(st *reqState, resp *http.Response, head []byte, 
 	if !ok {
 		return res, false
 	}
-	return h.startGrowing(st, resp, cancel, res, e, newGrowingUnknown(head, len(head), int(st.s.maxObject))), true
+	limit := int(min(st.s.maxObject, math.MaxInt/2)) // an int, and room for limit+1, on 32-bit builds too
+	return h.startGrowing(st, resp, cancel, res, e, newGrowingUnknown(head, len(head), limit)), true
 }
 
 // startGrowing wires g (the fill of e's body from resp) to the handler.
