@@ -148,7 +148,9 @@ func (c *call) finishedStale(now time.Time) bool {
 			return false // too large: joiners pass through until the marker lands
 		}
 		if c.res.grow != nil && c.res.grow.failed() {
-			return true // the body never came whole: fetch again
+			// The body never came whole: fetch again, unless it was
+			// too large (it fails for joiners, who then pass through).
+			return !c.res.grow.tooLarge()
 		}
 		return c.res.e == nil || c.res.e.Age(now) >= c.res.e.Fresh
 	default:

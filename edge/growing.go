@@ -402,6 +402,13 @@ func (g *growing) failed() bool {
 	return g.err != nil
 }
 
+// tooLarge reports whether the fill failed for going past the limit.
+func (g *growing) tooLarge() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err == errTooLarge
+}
+
 // wait waits for the fill to end; it returns the fill's error, or ctx's.
 func (g *growing) wait(ctx context.Context) error {
 	g.background()

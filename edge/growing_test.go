@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgestack/edgestack/edge/cache"
 )
 
 // streamBody is a test object of n pseudo-random bytes (so a misplaced
@@ -638,4 +640,154 @@ func TestGrowingHandOver(t *testing.T) {
 		}
 		f.check(t, body, growChunk)
 	})
+}
+
+// pieceReader returns b in pieces of pseudo-random sizes up to max, as an
+// origin's body arrives, then io.EOF.
+type pieceReader struct {
+	b   []byte
+	r   *rand.Rand
+	max int
+}
+
+func (p *pieceReader) Read(buf []byte) (int, error) {
+	if len(p.b) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(buf), len(p.b), 1+p.r.IntN(p.max))
+	copy(buf, p.b[:n])
+	p.b = p.b[n:]
+	return n, nil
+}
+
+// TestGrowingUnknownLength drives the fill of bodies of unknown length
+// around the limit, the leader reading and sending (copying) each part as
+// serveGrowing does, leaving part way or not, while a joiner waits: the
+// leader gets every byte in order whether or not the body is too large
+// to keep, the joiner gets the whole body or errTooLarge, the fill ends
+// once and marks the key too large once when it is.
+func TestGrowingUnknownLength(t *testing.T) {
+	const limit = 300 << 10
+	tests := []struct {
+		size, leaveAt int // leaveAt < 0: the leader stays to the end
+	}{
+		{100 << 10, -1},
+		{limit, -1},
+		{limit + 1, -1},
+		{limit + 70000, -1},
+		{3 * limit, -1},
+		{200 << 10, 100 << 10},
+		{3 * limit, 100 << 10},
+		{3 * limit, limit + 100000},
+	}
+	for i, tt := range tests {
+		t.Run(fmt.Sprintf("size %d leave at %d", tt.size, tt.leaveAt), func(t *testing.T) {
+			body := streamBody(tt.size)
+			head := bytes.Clone(body[:streamFillMin])
+			g := newGrowingUnknown(head, len(head), limit)
+			g.src = &pieceReader{b: body[streamFillMin:], r: rand.New(rand.NewPCG(uint64(i), 7)), max: 100 << 10}
+			var mu sync.Mutex
+			var ends []error
+			marked := 0
+			g.overLimit = func() {
+				mu.Lock()
+				marked++
+				mu.Unlock()
+			}
+			g.end = func(err error) {
+				mu.Lock()
+				ends = append(ends, err)
+				mu.Unlock()
+				g.mu.Lock()
+				relay, n := g.relay, g.n
+				g.mu.Unlock()
+				if relay {
+					return // finished was closed when it went past the limit
+				}
+				if err == nil {
+					g.complete(&cache.Entry{}, n, false)
+				}
+				close(g.finished)
+			}
+			g.later = func(fn func()) { go fn() }
+			g.spawn = func(n int) {
+				go func() {
+					for ended := false; !ended; {
+						n, ended = g.readPart(n, false)
+					}
+				}()
+			}
+			joined := make(chan error, 1)
+			go func() { joined <- g.wait(t.Context()) }()
+
+			if !g.lead() {
+				t.Fatal("the leader could not claim the reading of its unknown length")
+			}
+			got := bytes.Clone(head)
+			pos, left := len(head), false
+			for {
+				if to := g.total(); to >= 0 && pos >= to {
+					break
+				}
+				if tt.leaveAt >= 0 && pos >= tt.leaveAt {
+					g.leave()
+					left = true
+					break
+				}
+				n, err, _ := g.leadPart()
+				if err != nil {
+					t.Fatalf("leader at %d: %v", pos, err)
+				}
+				if n <= pos && g.total() < 0 {
+					t.Fatalf("leader at %d: a read that ended nothing brought nothing", pos)
+				}
+				got = append(got, g.bytes(pos, n)...)
+				pos = n
+			}
+			if !left && !bytes.Equal(got, body) {
+				t.Errorf("the leader got %d bytes, equal %v; want all %d in order", len(got), bytes.Equal(got, body), len(body))
+			}
+			if left && !bytes.Equal(got, body[:len(got)]) {
+				t.Errorf("the leader's %d bytes before it left differ from the origin's", len(got))
+			}
+			tooLarge := tt.size > limit
+			var err error
+			select {
+			case err = <-joined:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the joiner is still waiting for a fill that has ended")
+			}
+			switch {
+			case tooLarge && err != errTooLarge:
+				t.Errorf("joiner: %v, want errTooLarge", err)
+			case !tooLarge && err != nil:
+				t.Errorf("joiner: %v", err)
+			case !tooLarge:
+				if e := g.entry(nil); e == nil || !bytes.Equal(e.Body, body) || e.ContentLength[0] != strconv.Itoa(tt.size) {
+					t.Error("joiner: the stored entry is not the whole body with its length")
+				}
+			}
+			// The fill ends once; a relay (or the fill's own goroutine at
+			// the limit) ends too, without closing finished again.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				mu.Lock()
+				n := len(ends)
+				mu.Unlock()
+				if n > 0 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(10 * time.Millisecond)
+			mu.Lock()
+			defer mu.Unlock()
+			if len(ends) != 1 {
+				t.Errorf("the fill ended %d times: %v", len(ends), ends)
+			}
+			if want := map[bool]int{false: 0, true: 1}[tooLarge]; marked != want {
+				t.Errorf("marked too large %d times, want %d", marked, want)
+			}
+		})
+	}
 }
