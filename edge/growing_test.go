@@ -123,11 +123,7 @@ func eachViewer(t *testing.T, size, first int, cut bool, test func(t *testing.T,
 // unread.
 func (v viewer) openStream(t *testing.T, path string, hdrs ...string) *http.Response {
 	t.Helper()
-	req, _ := http.NewRequest("GET", v.base+path, nil)
-	for i := 0; i+1 < len(hdrs); i += 2 {
-		req.Header.Set(hdrs[i], hdrs[i+1])
-	}
-	resp, err := v.client.Do(req)
+	resp, err := v.get(path, hdrs...)
 	if err != nil {
 		t.Fatalf("%s GET %s: %v", v.name, path, err)
 	}
@@ -160,6 +156,38 @@ func readWithin(t *testing.T, r io.Reader, n int, d time.Duration) []byte {
 	case <-time.After(d):
 		t.Fatalf("the first %d bytes did not come while the origin held back the rest: the miss was not streamed", n)
 		return nil
+	}
+}
+
+// get sends GET path with the header fields hdrs (name, value, ...).
+func (v viewer) get(path string, hdrs ...string) (*http.Response, error) {
+	req, _ := http.NewRequest("GET", v.base+path, nil)
+	for i := 0; i+1 < len(hdrs); i += 2 {
+		req.Header.Set(hdrs[i], hdrs[i+1])
+	}
+	return v.client.Do(req)
+}
+
+// openLater sends GET path in the background; the response comes on the
+// channel with its body unread (nil if the request failed).
+func (v viewer) openLater(t *testing.T, path string, hdrs ...string) <-chan *http.Response {
+	ch := make(chan *http.Response, 1)
+	go func() {
+		resp, err := v.get(path, hdrs...)
+		if err != nil {
+			t.Errorf("%s GET %s: %v", v.name, path, err)
+			resp = nil
+		}
+		ch <- resp
+	}()
+	return ch
+}
+
+// expectRest reads the rest of r and checks that it is want.
+func expectRest(t *testing.T, name string, r io.Reader, want []byte) {
+	t.Helper()
+	if rest, err := io.ReadAll(r); err != nil || !bytes.Equal(rest, want) {
+		t.Errorf("%s: rest of the body: %d bytes, err %v, equal %v", name, len(rest), err, bytes.Equal(rest, want))
 	}
 }
 
@@ -200,17 +228,7 @@ func TestStreamedMiss(t *testing.T) {
 		if far.StatusCode != http.StatusPartialContent || far.ContentLength != 10 {
 			t.Errorf("range beyond the first part: %d, length %d", far.StatusCode, far.ContentLength)
 		}
-		multi := make(chan *http.Response, 1)
-		go func() {
-			req, _ := http.NewRequest("GET", v.base+"/big", nil)
-			req.Header.Set("Range", "bytes=0-0,500000-500000")
-			resp, err := v.client.Do(req)
-			if err != nil {
-				t.Error(err)
-				resp = nil
-			}
-			multi <- resp
-		}()
+		multi := v.openLater(t, "/big", "Range", "bytes=0-0,500000-500000")
 		select {
 		case r := <-multi:
 			t.Fatalf("a request for two ranges was answered before the object was whole: %v", r.Status)
@@ -218,10 +236,7 @@ func TestStreamedMiss(t *testing.T) {
 		}
 		close(o.release)
 		for name, r := range map[string]*http.Response{"leader": leader, "joiner": joiner} {
-			rest, err := io.ReadAll(r.Body)
-			if err != nil || !bytes.Equal(rest, o.body[first:]) {
-				t.Errorf("%s: rest of the body: %d bytes, err %v, equal %v", name, len(rest), err, bytes.Equal(rest, o.body[first:]))
-			}
+			expectRest(t, name, r.Body, o.body[first:])
 		}
 		if b, err := io.ReadAll(far.Body); err != nil || !bytes.Equal(b, o.body[500000:500010]) {
 			t.Errorf("range beyond the first part: %q, err %v", b, err)
@@ -329,29 +344,20 @@ func TestStreamedUnknownLength(t *testing.T) {
 		if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
 			t.Fatal("leader: the first part differs from the origin's")
 		}
-		joined := make(chan *http.Response, 1)
-		go func() {
-			resp, err := v.client.Get(v.base + "/big")
-			if err != nil {
-				t.Error(err)
-			}
-			joined <- resp
-		}()
+		joined := v.openLater(t, "/big")
 		select {
 		case r := <-joined:
 			t.Fatalf("a joiner was answered before the object of unknown length was whole: %v", r.Status)
 		case <-time.After(100 * time.Millisecond):
 		}
 		close(o.release)
-		if rest, err := io.ReadAll(leader.Body); err != nil || !bytes.Equal(rest, o.body[first:]) {
-			t.Errorf("leader: rest of the body: %d bytes, err %v, equal %v", len(rest), err, bytes.Equal(rest, o.body[first:]))
-		}
+		expectRest(t, "leader", leader.Body, o.body[first:])
 		if r := <-joined; r != nil {
-			b, err := io.ReadAll(r.Body)
-			r.Body.Close()
-			if err != nil || !bytes.Equal(b, o.body) || r.ContentLength != size {
-				t.Errorf("joiner: %d bytes (length %d), err %v, equal %v", len(b), r.ContentLength, err, bytes.Equal(b, o.body))
+			if r.ContentLength != size {
+				t.Errorf("joiner: length %d, want %d", r.ContentLength, size)
 			}
+			expectRest(t, "joiner", r.Body, o.body)
+			r.Body.Close()
 		}
 		v.afterFill(t, te, o, "Hit", 1)
 		if r := v.openStream(t, "/big"); r.ContentLength != size {
@@ -396,25 +402,13 @@ func TestStreamedUnknownLengthTooLarge(t *testing.T) {
 	if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
 		t.Fatal("leader: the first part differs from the origin's")
 	}
-	joined := make(chan *http.Response, 1)
-	go func() {
-		resp, err := v.client.Get(v.base + "/big")
-		if err != nil {
-			t.Error(err)
-		}
-		joined <- resp
-	}()
+	joined := v.openLater(t, "/big")
 	time.Sleep(50 * time.Millisecond) // let it join the fill
 	close(o.release)
-	if rest, err := io.ReadAll(leader.Body); err != nil || !bytes.Equal(rest, o.body[first:]) {
-		t.Errorf("leader: rest of the body: %d bytes, err %v, equal %v", len(rest), err, bytes.Equal(rest, o.body[first:]))
-	}
+	expectRest(t, "leader", leader.Body, o.body[first:])
 	if r := <-joined; r != nil {
-		b, err := io.ReadAll(r.Body)
+		expectRest(t, "joiner", r.Body, o.body)
 		r.Body.Close()
-		if err != nil || !bytes.Equal(b, o.body) {
-			t.Errorf("joiner: %d bytes, err %v, equal %v", len(b), err, bytes.Equal(b, o.body))
-		}
 	}
 	if got := o.count("/big"); got != 2 {
 		t.Errorf("origin requests for the leader and the joiner: %d, want 2 (the joiner fetches on its own once the object is too large)", got)
@@ -437,16 +431,7 @@ func TestStreamedMissCompressedWaits(t *testing.T) {
 	text := bytes.Repeat([]byte("compressible text "), size/18+1)[:size]
 	o := newSlowOrigin(t, text, "text/plain", first, false)
 	_, v := streamViewers(t, o, "      compress: true\n")[0]()
-	gz := make(chan *http.Response, 1)
-	go func() {
-		req, _ := http.NewRequest("GET", v.base+"/big", nil)
-		req.Header.Set("Accept-Encoding", "gzip")
-		resp, err := v.client.Do(req)
-		if err != nil {
-			t.Error(err)
-		}
-		gz <- resp
-	}()
+	gz := v.openLater(t, "/big", "Accept-Encoding", "gzip")
 	<-o.reached
 	select {
 	case r := <-gz:
@@ -460,9 +445,7 @@ func TestStreamedMissCompressedWaits(t *testing.T) {
 	}
 	readWithin(t, id.Body, first, 10*time.Second)
 	close(o.release)
-	if rest, err := io.ReadAll(id.Body); err != nil || !bytes.Equal(rest, text[first:]) {
-		t.Errorf("identity viewer: %d bytes, err %v", len(rest), err)
-	}
+	expectRest(t, "identity viewer", id.Body, text[first:])
 	r := <-gz
 	if r == nil {
 		return
