@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -29,8 +28,8 @@ import (
 // headers are gone) and nothing is stored.
 //
 // An answer of unknown length longer than streamFillMin is streamed to
-// its leader only, whose goroutine reads it into a buffer that doubles
-// as it fills; the others wait for the whole. Past max_object_size the
+// its leader only, whose goroutine reads it into parts that double in
+// size, joined once it is complete; the others wait for the whole. Past max_object_size the
 // fill fails for them (they fetch on their own, the key is marked too
 // large), and the leader is relayed the rest through a small buffer, as
 // a pass-through would have sent it.
@@ -51,13 +50,15 @@ const prefaultMin = 32 << 10
 
 // growing is a body being filled.
 type growing struct {
-	// body is the buffer the origin's bytes are read into. Of a known
-	// length it is the whole body: [0, n) is filled and never written
-	// again. Of an unknown length the reader replaces it with a larger
-	// copy as it fills (under mu; [0, n) is the same in every copy), and
-	// past limit it holds only the part read last, bytes [base, n)
-	// (relay).
-	body []byte
+	// body is the buffer the origin's bytes are read into, from offset
+	// base on. Of a known length it is the whole body (base 0): [0, n) is
+	// filled and never written again. Of an unknown length it is the last
+	// of a list of parts, each twice the one before (parts holds the full
+	// ones; the reader adds to it under mu), joined once the length is
+	// known; past limit it holds only the part read last, bytes
+	// [base, n) (relay).
+	body  []byte
+	parts [][]byte
 	// unknown: the origin sent no Content-Length. Only the leader is
 	// streamed such a body, and it reads the origin itself until it
 	// leaves (lead, leave); other viewers wait for the whole.
@@ -281,7 +282,7 @@ func (g *growing) room(n int, leader bool) bool {
 		g.overLimit()
 		g.mu.Lock()
 		g.relay, g.base = true, n
-		g.body = make([]byte, growChunk)
+		g.body, g.parts = make([]byte, growChunk), nil
 		if g.err == nil {
 			g.err = errTooLarge
 		}
@@ -292,13 +293,15 @@ func (g *growing) room(n int, leader bool) bool {
 		close(g.finished) // the others fetch on their own now
 		return true
 	}
-	// Double, up to one byte past the limit (which tells it is past).
-	bigger := make([]byte, min(2*have, g.limit+1))
-	_ = prefault(bigger)
-	copy(bigger, g.body[:n])
-	g.faulted = len(bigger)
+	// A new part twice as large, up to one byte past the limit in all
+	// (which tells it is past). Parts, not a buffer doubled by copying:
+	// that copied a 2 MiB body once more while it filled.
+	part := make([]byte, min(2*have, g.limit+1-n))
+	_ = prefault(part)
+	g.faulted = len(part)
 	g.mu.Lock()
-	g.body = bigger
+	g.parts = append(g.parts, g.body)
+	g.body, g.base = part, n
 	g.mu.Unlock()
 	return true
 }
@@ -341,6 +344,9 @@ func (g *growing) advance(n int, err error) {
 }
 
 // bytes is the filled part [from, to): the caller has seen to filled.
+// Of an unknown length, the only viewer streamed it is the leader, which
+// reads each part itself once it has sent everything before: from is
+// never in a part before the last, nor before a relay's buffer.
 func (g *growing) bytes(from, to int) []byte {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -524,9 +530,17 @@ func (h *Handler) startGrowing(st *reqState, resp *http.Response, cancel context
 // complete makes the entry of an unknown length filled to n: e with its
 // body, length and header block, stored (final) for the others.
 func (g *growing) complete(e *cache.Entry, n int, wire bool) *cache.Entry {
-	body := g.body[:n:n]
-	if cap(g.body)-n > n/8 {
-		body = bytes.Clone(body) // not the doubled buffer's spare room
+	var body []byte
+	if len(g.parts) == 0 && len(g.body)-n <= n/8 {
+		body = g.body[:n:n] // little room to spare
+	} else {
+		body = make([]byte, n)
+		_ = prefault(body)
+		off := 0
+		for _, p := range g.parts {
+			off += copy(body[off:], p)
+		}
+		copy(body[off:], g.body[:n-g.base])
 	}
 	f := *e
 	f.Body, f.ContentLength = body, []string{strconv.Itoa(n)}
