@@ -233,24 +233,26 @@ func (g *growing) readPart(n int, async bool) (int, bool) {
 			return n, true
 		}
 	}
-	g.mu.Lock()
+	// Only the reader changes body and base: no lock to read them here.
 	buf, base := g.body, g.base
-	g.mu.Unlock()
 	m, err := g.src.Read(buf[n-base : min(n-base+growChunk, len(buf))])
 	n += m
+	complete := false
 	switch {
-	case !g.unknown && n == len(buf):
-		err = nil // a final io.EOF with the last bytes
-	case !g.unknown && err == io.EOF:
+	case g.unknown:
+		complete = err == io.EOF
+		if complete {
+			err = nil
+		}
+	case n == len(buf):
+		complete, err = true, nil // a final io.EOF with the last bytes
+	case err == io.EOF:
 		err = io.ErrUnexpectedEOF
 	}
 	if m > 0 || err != nil {
 		g.advance(n, err)
 	}
-	if err != nil || (!g.unknown && n == len(buf)) {
-		if err == io.EOF {
-			err = nil
-		}
+	if err != nil || complete {
 		g.finish(n, err, async)
 		return n, true
 	}
@@ -262,9 +264,9 @@ func (g *growing) readPart(n int, async bool) (int, bool) {
 // read) and then the relay's buffer emptied. False: the fill's own
 // goroutine has reached the limit, or reads a relay nobody is sent.
 func (g *growing) room(n int, leader bool) bool {
-	g.mu.Lock()
+	// Only the reader changes relay, base and body; it writes them under
+	// mu for bytes, and reads them here without.
 	relay, base, have := g.relay, g.base, len(g.body)
-	g.mu.Unlock()
 	switch {
 	case relay && !leader:
 		return false // the leader left its relay
@@ -286,8 +288,7 @@ func (g *growing) room(n int, leader bool) bool {
 		if g.err == nil {
 			g.err = errTooLarge
 		}
-		ch := g.more
-		g.more = make(chan struct{})
+		ch := g.renewMoreLocked()
 		g.mu.Unlock()
 		close(ch)
 		close(g.finished) // the others fetch on their own now
@@ -319,8 +320,7 @@ func (g *growing) finish(n int, err error, async bool) {
 	if g.relay && err != nil && err != errTooLarge {
 		g.relayErr = err
 	}
-	ch := g.more
-	g.more = make(chan struct{})
+	ch := g.renewMoreLocked()
 	g.mu.Unlock()
 	close(ch)
 	if async {
@@ -334,13 +334,20 @@ func (g *growing) finish(n int, err error, async bool) {
 func (g *growing) advance(n int, err error) {
 	g.mu.Lock()
 	g.n = n
-	if err != nil && err != io.EOF && g.err == nil {
+	if err != nil && g.err == nil {
 		g.err = err
 	}
-	ch := g.more
-	g.more = make(chan struct{})
+	ch := g.renewMoreLocked()
 	g.mu.Unlock()
 	close(ch)
+}
+
+// renewMoreLocked replaces more and returns the old channel, for the
+// caller to close once it has unlocked mu: waiters then see the change.
+func (g *growing) renewMoreLocked() chan struct{} {
+	ch := g.more
+	g.more = make(chan struct{})
+	return ch
 }
 
 // bytes is the filled part [from, to): the caller has seen to filled.
