@@ -500,7 +500,7 @@ type handOverFill struct {
 
 func newHandOverFill(size int) *handOverFill {
 	pr, pw := io.Pipe()
-	f := &handOverFill{growing: newGrowing(make([]byte, size), 0, 0), pw: pw, spawned: make(chan int, 4)}
+	f := &handOverFill{growing: newGrowing(make([]byte, size), 0), pw: pw, spawned: make(chan int, 4)}
 	f.src = pr
 	f.end = func(err error) {
 		f.endsMu.Lock()
