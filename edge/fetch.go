@@ -295,7 +295,7 @@ func storeKey(st *reqState, e *cache.Entry) string {
 
 // putAt stores e under k2, with a Vary marker under key when they differ.
 func (h *Handler) putAt(s *snapshot, key, k2 string, e *cache.Entry) {
-	if n := int64(len(e.Body)); s.sendfile > 0 && n >= s.sendfile && (s.sendfileMax == 0 || n <= s.sendfileMax) {
+	if e.Blob == nil && s.wantsBlob(int64(len(e.Body))) {
 		e.Blob = cache.NewBlob(s.sendfileDir, e.Body)
 	}
 	if len(e.Vary) == 0 {

@@ -688,7 +688,7 @@ func TestGrowingUnknownLength(t *testing.T) {
 					return // finished was closed when it went past the limit
 				}
 				if err == nil {
-					g.complete(&cache.Entry{}, n, false)
+					g.complete(&cache.Entry{}, n, false, nil)
 				}
 				close(g.finished)
 			}

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgestack/edgestack/edge/cache"
 	"github.com/edgestack/edgestack/internal/config"
@@ -40,10 +41,34 @@ func blobFDs(t *testing.T, prefix string) int {
 	return n
 }
 
+// blobContents reads the files behind this process's open descriptors
+// whose target starts with prefix (blobFDs's), keyed by content.
+func blobContents(t *testing.T, prefix string) map[string]int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc")
+	}
+	got := map[string]int{}
+	for _, e := range ents {
+		p := "/proc/self/fd/" + e.Name()
+		if target, err := os.Readlink(p); err != nil || !strings.HasPrefix(target, prefix) {
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("read %s: %v", p, err)
+		}
+		got[string(b)]++
+	}
+	return got
+}
+
 // TestSendfileLargeHits: large cached bodies are served by sendfile from
 // a memfd, or from an unnamed file in cache.sendfile_dir, byte for byte,
 // and those files close when the objects leave; bodies above
-// sendfile_max_size get no copy and are written from memory.
+// sendfile_max_size get no copy and are written from memory. The copies
+// are made while the bodies arrive, of a known length (Content-Length)
+// and of an unknown one (chunked), and hold exactly the bodies.
 func TestSendfileLargeHits(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("sendfile path is Linux only")
@@ -53,11 +78,13 @@ func TestSendfileLargeHits(t *testing.T) {
 	// measurement sets one (copies in sendfile_dir have no bound).
 	sizes := []int{64 << 10, 300 << 10, 700 << 10, 1 << 20}
 	for i, n := range sizes {
-		b := make([]byte, n)
-		for j := range b {
-			b[j] = byte(rand.IntN(256))
+		for _, prefix := range []string{"/big", "/len"} {
+			b := make([]byte, n)
+			for j := range b {
+				b[j] = byte(rand.IntN(256))
+			}
+			bodies[fmt.Sprintf("%s%d", prefix, i)] = b
 		}
-		bodies[fmt.Sprintf("/big%d", i)] = b
 	}
 	dir := t.TempDir()
 	for _, tc := range []struct {
@@ -70,14 +97,19 @@ func TestSendfileLargeHits(t *testing.T) {
 			if err := cache.CheckBlobDir(tc.dir); err != nil {
 				t.Skip(err) // a filesystem without O_TMPFILE
 			}
-			withCopy, max := 0, CacheConfig{SendfileMaxSize: SizeAuto, SendfileDir: tc.dir}.sendfileMax()
-			for _, n := range sizes {
-				if Size(n) >= defaultSendfileMin() && (max == 0 || Size(n) <= max) {
-					withCopy++
+			max := CacheConfig{SendfileMaxSize: SizeAuto, SendfileDir: tc.dir}.sendfileMax()
+			copied := map[string]bool{}
+			for _, b := range bodies {
+				if n := Size(len(b)); n >= defaultSendfileMin() && (max == 0 || n <= max) {
+					copied[string(b)] = true
 				}
 			}
+			withCopy := len(copied)
 			o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Cache-Control", "max-age=60")
+				if strings.HasPrefix(r.URL.Path, "/len") {
+					w.Header().Set("Content-Length", fmt.Sprint(len(bodies[r.URL.Path])))
+				}
 				w.Write(bodies[r.URL.Path])
 			})
 			cfg := oneOrigin(o, "")
@@ -101,6 +133,12 @@ func TestSendfileLargeHits(t *testing.T) {
 			filled := blobFDs(t, tc.fdPrefix)
 			if filled < before+withCopy {
 				t.Errorf("copies under %s: %d open, %d before filling; want %d more", tc.fdPrefix, filled, before, withCopy)
+			}
+			contents := blobContents(t, tc.fdPrefix)
+			for b := range copied {
+				if contents[b] != 1 {
+					t.Errorf("%d copies of a %d-byte body, want 1", contents[b], len(b))
+				}
 			}
 			te.svc.Store().Purge()
 			te.wait()
@@ -222,5 +260,73 @@ func TestSendfileMaxAuto(t *testing.T) {
 	}
 	if out, err := yaml.Marshal(DefaultConfig().Cache); err != nil || !strings.Contains(string(out), "sendfile_max_size: auto") {
 		t.Errorf("default printed as %q (%v), want sendfile_max_size: auto", out, err)
+	}
+}
+
+// blobFile finds the one open copy under prefix and reads it; "" and
+// false when there is none, or more than one.
+func blobFile(t *testing.T, prefix string) (string, bool) {
+	contents := blobContents(t, prefix)
+	if len(contents) != 1 {
+		return "", false
+	}
+	for b, n := range contents {
+		return b, n == 1
+	}
+	return "", false
+}
+
+// TestStreamedMissCopiedWhileFilling: a body streamed to its viewer is
+// written to its sendfile copy as it arrives, not in one go once it is
+// complete: while the origin holds back the rest, the copy already holds
+// the first part but for at most blobBatch bytes. Of a known length and
+// of an unknown one; once stored, the copy holds exactly the body.
+func TestStreamedMissCopiedWhileFilling(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("sendfile path is Linux only")
+	}
+	dir := t.TempDir()
+	if err := cache.CheckBlobDir(dir); err != nil {
+		t.Skip(err) // a filesystem without O_TMPFILE
+	}
+	const size, first = 1600 << 10, 1 << 20
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
+			o := newSlowOrigin(t, streamBody(size), "application/octet-stream", first, false)
+			o.chunked = chunked
+			prefix := filepath.Join(dir, fmt.Sprint(chunked))
+			if err := os.Mkdir(prefix, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			te := startEdge(t, "listeners:\n  - address: 127.0.0.1:0\ncache:\n  max_size: 64MiB\n  max_object_size: 2MiB\n  sendfile_min_size: 64KiB\n  sendfile_dir: "+prefix+"\n"+oneOrigin(o.testOrigin, ""), nil)
+			resp, err := client.Get(te.base + "/big")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if got := readWithin(t, resp.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
+				t.Fatal("the first part differs from the origin's")
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				b, ok := blobFile(t, prefix+"/")
+				if ok && len(b) > first-blobBatch && len(b) <= first && b == string(o.body[:len(b)]) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("while the origin holds the rest: the copy holds %d bytes (one copy: %v, the body's first: %v), want more than the first %d", len(b), ok, b == string(o.body[:min(len(b), size)]), first-blobBatch)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			close(o.release)
+			expectRest(t, "viewer", resp.Body, o.body[first:])
+			te.wait()
+			if b, ok := blobFile(t, prefix+"/"); !ok || b != string(o.body) {
+				t.Errorf("stored: one copy %v, of %d bytes; want the %d-byte body", ok, len(b), size)
+			}
+			if r := te.get("/big"); r.xcache() != "Hit" || r.body != string(o.body) {
+				t.Errorf("hit: %s, %d bytes", r.xcache(), len(r.body))
+			}
+		})
 	}
 }

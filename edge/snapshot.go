@@ -94,6 +94,11 @@ type errorResponse struct {
 	ttl  time.Duration
 }
 
+// wantsBlob says whether a stored body of n bytes gets a sendfile copy.
+func (s *snapshot) wantsBlob(n int64) bool {
+	return s.sendfile > 0 && n >= s.sendfile && (s.sendfileMax == 0 || n <= s.sendfileMax)
+}
+
 func (s *snapshot) lookup(host string) *dist {
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
 		host = host[:i]
