@@ -70,16 +70,16 @@ type growing struct {
 	// the reader uses it.
 	faulted int
 	// blob is the sendfile copy of an entry that will have one, made as
-	// the body arrives (nil: none): the reader writes what it has filled
-	// to it before a read once blobBatch bytes are waiting (copyToBlob),
-	// end the rest (takeBlob), so the copy is not made in one go once the
-	// body is complete (1 ms for 2 MiB, while the next request waited: the
-	// first byte of sequential 2 MiB misses came 1.1–1.3 ms after the
-	// request, 0.7–0.8 with the copy made as they arrived). It is opened
-	// in blobDir at the first copyToBlob when blobWanted (after the
-	// leader's first send: a file made in a directory took the first byte
-	// 0.1 ms longer). blobMax is the most it may hold (0: no bound).
-	blob       *cache.BlobWriter
+	// the body arrives (nil: none): the reader hands it what it has filled
+	// before a read once blobBatch bytes are waiting (copyToBlob), end the
+	// rest (takeBlob), so the copy is not made in one go once the body is
+	// complete (1 ms for 2 MiB, while the next request waited: the first
+	// byte of sequential 2 MiB misses came 1.1–1.3 ms after the request,
+	// 0.7–0.8 with the copy made as they arrived). It starts in blobDir at
+	// the first copyToBlob when blobWanted (after the leader's first send:
+	// a file made in a directory before it took the first byte 0.1 ms
+	// longer). blobMax is the most it may hold (0: no bound).
+	blob       *blobFill
 	blobWanted bool
 	blobDir    string
 	blobMax    int
@@ -238,7 +238,7 @@ func (g *growing) leadPart() (int, error, bool) {
 // Of an unknown length, the leader (async) reads on past the limit as
 // a relay; the fill's own goroutine ends the fill there.
 func (g *growing) readPart(n int, async bool) (int, bool) {
-	if g.blobWanted || (g.blob != nil && n-int(g.blob.Size()) >= blobBatch) {
+	if g.blobWanted || (g.blob != nil && n-g.blob.queued >= blobBatch) {
 		g.copyToBlob(n)
 	}
 	if g.faulted < len(g.body) {
@@ -328,27 +328,29 @@ func (g *growing) room(n int, leader bool) bool {
 }
 
 // blobBatch is how much of the body the reader lets arrive before it
-// writes it to the sendfile copy (copyToBlob). Every part as it came
-// cost a 2 MiB miss 5,800–6,700 µs of CPU against 4,700–4,800 in one go
-// at the end (each write is a system call long enough for the runtime
-// to hand the goroutine's P to another thread); 256 KiB 5,500–5,700;
-// 512 KiB 4,700–5,200.
+// hands it to the sendfile copy (copyToBlob). Written by the reader
+// itself, every part as it came cost a 2 MiB miss 5,800–6,700 µs of CPU
+// against 4,700–4,800 in one go at the end (each write is a system call
+// long enough for the runtime to hand the goroutine's P to another
+// thread); 256 KiB 5,500–5,700; 512 KiB 4,700–5,200.
 const blobBatch = 512 << 10
 
-// copyToBlob writes the bytes filled since its last call, up to n, to
-// the sendfile copy; it gives the copy up once it fails, the body is
-// longer than the copy may be, or is relayed. Of an unknown length it is
-// called before the part the bytes are in is left (room).
+// copyToBlob hands the bytes filled since its last call, up to n, to
+// the sendfile copy; it gives the copy up once the body is longer than
+// the copy may be, or is relayed. Of an unknown length it is called
+// before the part the bytes are in is left (room).
 func (g *growing) copyToBlob(n int) {
 	if g.blobWanted {
-		g.blob, g.blobWanted = cache.NewBlobWriter(g.blobDir), false
+		g.blob, g.blobWanted = startBlobFill(g.blobDir, g.later), false
 	}
 	if g.blob == nil {
 		return
 	}
-	from := int(g.blob.Size())
-	if g.relay || (g.blobMax > 0 && n > g.blobMax) || from < g.base || !g.blob.Write(g.body[from-g.base:n-g.base]) {
+	from := g.blob.queued
+	if g.relay || (g.blobMax > 0 && n > g.blobMax) || from < g.base {
 		g.dropBlob()
+	} else if n > from && !g.blob.add(g.body[from-g.base:n-g.base]) {
+		g.blob = nil
 	}
 }
 
@@ -361,18 +363,19 @@ func (g *growing) takeBlob(n int, want bool) *cache.Blob {
 		return nil
 	}
 	g.copyToBlob(n)
-	if g.blob.Size() != int64(n) {
-		g.dropBlob() // never sent short
+	if g.blob == nil {
 		return nil
 	}
-	b := g.blob.Blob()
+	b := g.blob.finish(n) // nil if short: never sent short
 	g.blob = nil
 	return b
 }
 
 // dropBlob gives the sendfile copy up.
 func (g *growing) dropBlob() {
-	g.blob.Abort()
+	if g.blob != nil {
+		g.blob.drop()
+	}
 	g.blob, g.blobWanted = nil, false
 }
 
