@@ -215,16 +215,28 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		return h.streamFill(st, key2, resp, reqTime, respTime, seq, cancel, res)
 	}
 	if mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength < 0 && limit > streamFillMin {
-		// Of unknown length: streamed to the leader once it passes
-		// streamFillMin; a shorter body is read whole below.
+		// Of unknown length: streamed to the leader from the first bytes
+		// on, as Varnish streams, so that a page whose head the origin
+		// flushes early is not held back; a body that has ended with them
+		// is read whole below (and sent with its length).
 		head := make([]byte, streamFillMin)
-		n, err := io.ReadFull(resp.Body, head)
+		atLeast := 1
+		if resp.Header.Get("Content-Type") == "" {
+			atLeast = sniffLen // for newEntry's content sniffing
+		}
+		var n int
+		var err error
+		for n < atLeast && err == nil {
+			var m int
+			m, err = resp.Body.Read(head[n:])
+			n += m
+		}
 		switch {
 		case err == nil:
-			if res, ok := h.streamUnknown(st, resp, head, reqTime, respTime, seq, cancel, res); ok {
+			if res, ok := h.streamUnknown(st, resp, head, n, reqTime, respTime, seq, cancel, res); ok {
 				return res
 			}
-		case err != io.EOF && err != io.ErrUnexpectedEOF:
+		case err != io.EOF:
 			resp.Body.Close()
 			cancel()
 			return fillResult{err: err, upAddr: res.upAddr, upStatus: res.upStatus}

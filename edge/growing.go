@@ -27,12 +27,13 @@ import (
 // origin that ends the body early aborts the viewers' responses (their
 // headers are gone) and nothing is stored.
 //
-// An answer of unknown length longer than streamFillMin is streamed to
-// its leader only, whose goroutine reads it into parts that double in
-// size, joined once it is complete; the others wait for the whole. Past max_object_size the
-// fill fails for them (they fetch on their own, the key is marked too
-// large), and the leader is relayed the rest through a small buffer, as
-// a pass-through would have sent it.
+// An answer of unknown length that has not ended with its first bytes is
+// streamed to its leader only, from those bytes on; the leader's
+// goroutine reads it into parts that double in size (the first
+// streamFillMin bytes long), joined once it is complete; the others wait
+// for the whole. Past max_object_size the fill fails for them (they fetch
+// on their own, the key is marked too large), and the leader is relayed
+// the rest through a small buffer, as a pass-through would have sent it.
 
 // streamFillMin is the smallest body streamed while it is filled: below
 // it the whole body comes in a read or two, and sending it in parts
@@ -543,16 +544,16 @@ func (h *Handler) streamFill(st *reqState, key2 string, resp *http.Response, req
 }
 
 // streamUnknown sets up the filling of a cacheable answer of unknown
-// length whose first bytes, head, have come: only the leader is streamed
-// it (newGrowingUnknown). False when the answer may not be stored (the
+// length whose first n bytes have come into head (streamFillMin long):
+// only the leader is streamed it (newGrowingUnknown). False when the answer may not be stored (the
 // caller then reads it whole).
-func (h *Handler) streamUnknown(st *reqState, resp *http.Response, head []byte, reqTime, respTime time.Time, seq uint64, cancel context.CancelFunc, res fillResult) (fillResult, bool) {
-	e, ok := h.newEntry(st, resp.StatusCode, resp.Header, head, reqTime, respTime, seq, cache.NewID())
+func (h *Handler) streamUnknown(st *reqState, resp *http.Response, head []byte, n int, reqTime, respTime time.Time, seq uint64, cancel context.CancelFunc, res fillResult) (fillResult, bool) {
+	e, ok := h.newEntry(st, resp.StatusCode, resp.Header, head[:n], reqTime, respTime, seq, cache.NewID())
 	if !ok {
 		return res, false
 	}
 	limit := int(min(st.s.maxObject, math.MaxInt/2)) // an int, and room for limit+1, on 32-bit builds too
-	return h.startGrowing(st, resp, cancel, res, e, newGrowingUnknown(head, len(head), limit)), true
+	return h.startGrowing(st, resp, cancel, res, e, newGrowingUnknown(head, n, limit)), true
 }
 
 // startGrowing wires g (the fill of e's body from resp) to the handler.

@@ -29,7 +29,7 @@ func streamBody(n int) []byte {
 
 // slowOrigin sends /big's first part, then waits for release before the
 // rest; with cut set, it closes the connection instead of sending the
-// rest on its first request.
+// rest on its first request. /short is the first part alone.
 type slowOrigin struct {
 	*testOrigin
 	body    []byte
@@ -55,6 +55,10 @@ func newSlowOrigin(t *testing.T, body []byte, ctype string, first int, cut bool)
 		w.Header().Set("ETag", `"big"`)
 		if !so.chunked {
 			w.Header().Set("Content-Length", strconv.Itoa(len(so.body)))
+		}
+		if r.URL.Path == "/short" {
+			w.Write(so.body[:so.first]) // the first part alone, in one go
+			return
 		}
 		w.Write(so.body[:so.first])
 		w.(http.Flusher).Flush()
@@ -364,6 +368,37 @@ func TestStreamedUnknownLength(t *testing.T) {
 			t.Errorf("stored object: length %d, want %d", r.ContentLength, size)
 		} else {
 			r.Body.Close()
+		}
+	})
+}
+
+// TestStreamedUnknownLengthEarlyFlush: an origin that flushes the first
+// bytes of a body of unknown length (a page's head, flushed early) and
+// takes its time over the rest has those bytes reach the viewer at once,
+// not after 64 KiB nor after the whole body; the object is stored with
+// its length. A short body that has ended with its first bytes is sent
+// with its length at once.
+func TestStreamedUnknownLengthEarlyFlush(t *testing.T) {
+	const size, first = 40 << 10, 3 << 10 // 3 KiB: more than net/http buffers before it chunks
+	eachViewer(t, size, first, false, func(t *testing.T, te *testEdge, v viewer, o *slowOrigin) {
+		o.chunked = true
+		leader := v.openStream(t, "/big")
+		defer leader.Body.Close()
+		if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
+			t.Fatal("the first bytes differ from the origin's")
+		}
+		close(o.release)
+		expectRest(t, "leader", leader.Body, o.body[first:])
+		v.afterFill(t, te, o, "Hit", 1)
+		if r := v.openStream(t, "/big"); r.ContentLength != size {
+			t.Errorf("stored object: length %d, want %d", r.ContentLength, size)
+		} else {
+			r.Body.Close()
+		}
+		r := v.openStream(t, "/short") // the origin's first request was /big: /short is sent whole
+		defer r.Body.Close()
+		if r.ContentLength != first || r.Header.Get("X-Cache") != "Miss from edged" {
+			t.Errorf("short body of unknown length: length %d, X-Cache %q; want %d and a miss", r.ContentLength, r.Header.Get("X-Cache"), first)
 		}
 	})
 }
