@@ -215,10 +215,11 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		return h.streamFill(st, key2, resp, reqTime, respTime, seq, cancel, res)
 	}
 	if mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength < 0 && limit > streamFillMin {
-		// Of unknown length: streamed to the leader from the first bytes
-		// on, as Varnish streams, so that a page whose head the origin
-		// flushes early is not held back; a body that has ended with them
-		// is read whole below (and sent with its length).
+		// Of unknown length: read while it keeps coming (up to
+		// streamFillMin), and streamed to the leader from there on once a
+		// read would wait, as Varnish streams, so that a page whose head
+		// the origin flushes early is not held back; a body that has ended
+		// by then is read whole below (and sent with its length).
 		head := make([]byte, streamFillMin)
 		atLeast := 1
 		if resp.Header.Get("Content-Type") == "" {
@@ -226,7 +227,7 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		}
 		var n int
 		var err error
-		for n < atLeast && err == nil {
+		for err == nil && n < len(head) && (n < atLeast || pending(resp.Body)) {
 			var m int
 			m, err = resp.Body.Read(head[n:])
 			n += m
@@ -275,6 +276,14 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		h.renewHitForMiss(st, respTime)
 	}
 	return res
+}
+
+// pending reports whether more of an origin's body can be read without
+// waiting (origin's plain-HTTP bodies can tell); false when it cannot
+// be told.
+func pending(body io.Reader) bool {
+	p, ok := body.(interface{ Pending() bool })
+	return ok && p.Pending()
 }
 
 // renewHitForMiss marks the key of an answer that cannot be stored, or

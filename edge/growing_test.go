@@ -1,11 +1,13 @@
 package edge
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -401,6 +403,66 @@ func TestStreamedUnknownLengthEarlyFlush(t *testing.T) {
 			t.Errorf("short body of unknown length: length %d, X-Cache %q; want %d and a miss", r.ContentLength, r.Header.Get("X-Cache"), first)
 		}
 	})
+}
+
+// TestUnknownLengthReadWhileItComes: a body of unknown length whose
+// bytes keep coming (here all in the origin's socket at once) is read
+// whole and sent with its length, not streamed without one, also when a
+// read of the origin's connection ends where a chunk does (its first
+// chunk ends the edge's 16 KiB connection buffer: the body reader then
+// returns what it has rather than wait for the next chunk's header);
+// each of a hundred misses.
+func TestUnknownLengthReadWhileItComes(t *testing.T) {
+	body := streamBody(40 << 10)
+	var resp bytes.Buffer
+	resp.WriteString("HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+	first := 16<<10 - resp.Len() - len("3f00\r\n") - len("\r\n") // head, first chunk: 16 KiB
+	fmt.Fprintf(&resp, "%x\r\n%s\r\n", first, body[:first])
+	if resp.Len() != 16<<10 {
+		t.Fatalf("head and first chunk: %d bytes", resp.Len())
+	}
+	for off := first; off < len(body); off += 1000 {
+		part := body[off:min(off+1000, len(body))]
+		fmt.Fprintf(&resp, "%x\r\n%s\r\n", len(part), part)
+	}
+	resp.WriteString("0\r\n\r\n")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					if _, err := c.Write(resp.Bytes()); err != nil { // one write: every chunk there at once
+						return
+					}
+				}
+			}()
+		}
+	}()
+	te := startEdge(t, fmt.Sprintf("distributions:\n  - name: d\n    domains: [\"*\"]\n    origins:\n      - {name: o, url: \"http://%s\"}\n    default_behavior: {origin: o}\n", ln.Addr()), nil)
+	for i := range 100 {
+		r, err := client.Get(fmt.Sprintf("%s/p%d", te.base, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil || !bytes.Equal(got, body) || r.ContentLength != int64(len(body)) || r.Header.Get("X-Cache") != "Miss from edged" {
+			t.Fatalf("miss %d: %v, %d bytes, length %d, X-Cache %q; want the %d-byte body with its length", i, err, len(got), r.ContentLength, r.Header.Get("X-Cache"), len(body))
+		}
+	}
 }
 
 // TestStreamedUnknownLengthTruncated: an origin that closes the

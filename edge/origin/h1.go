@@ -345,6 +345,15 @@ type h1Body struct {
 	once  sync.Once
 }
 
+// Pending reports whether more of the body can be read without waiting
+// for the origin: bytes in the connection's buffer or in its socket. The
+// edge reads a body of unknown length whole while they keep coming, and
+// streams it once a read would wait. Only while the body is being read
+// (not after its end, when the connection may serve another request).
+func (b *h1Body) Pending() bool {
+	return b.c.R.Buffered() > 0 || sockio.Pending(b.c.Conn)
+}
+
 func (b *h1Body) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
