@@ -212,7 +212,28 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		return res
 	}
 	if mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength >= streamFillMin {
-		return h.streamFill(st, key2, resp, reqTime, respTime, seq, cancel, res)
+		return h.streamFill(st, key2, resp, reqTime, respTime, seq, cancel, res, nil, 0)
+	}
+	var body []byte // a known length read whole here
+	if mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength > 0 {
+		// Shorter than streamFillMin: read while it keeps coming, and
+		// streamed from there on if a read would wait (an origin that
+		// sends the first bytes and takes its time over the rest), else
+		// read whole.
+		body = make([]byte, resp.ContentLength)
+		n, err := readWhileComing(resp.Body, body, min(sniffLen, len(body)))
+		switch {
+		case n == len(body):
+		case err == nil:
+			return h.streamFill(st, key2, resp, reqTime, respTime, seq, cancel, res, body, n)
+		default:
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			resp.Body.Close()
+			cancel()
+			return fillResult{err: err, upAddr: res.upAddr, upStatus: res.upStatus}
+		}
 	}
 	if mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength < 0 && limit > streamFillMin {
 		// Of unknown length: read while it keeps coming (up to
@@ -225,13 +246,7 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		if resp.Header.Get("Content-Type") == "" {
 			atLeast = sniffLen // for newEntry's content sniffing
 		}
-		var n int
-		var err error
-		for err == nil && n < len(head) && (n < atLeast || pending(resp.Body)) {
-			var m int
-			m, err = resp.Body.Read(head[n:])
-			n += m
-		}
+		n, err := readWhileComing(resp.Body, head, atLeast)
 		switch {
 		case err == nil:
 			if res, ok := h.streamUnknown(st, resp, head, n, reqTime, respTime, seq, cancel, res); ok {
@@ -247,7 +262,10 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 			io.Closer
 		}{io.MultiReader(bytes.NewReader(head[:n]), resp.Body), resp.Body}
 	}
-	body, over, err := readBody(resp.Body, resp.ContentLength, limit)
+	var over bool
+	if body == nil {
+		body, over, err = readBody(resp.Body, resp.ContentLength, limit)
+	}
 	if over {
 		h.m.streamed.Inc()
 		h.markTooLarge(st, resp.Header, seq)
@@ -276,6 +294,18 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		h.renewHitForMiss(st, respTime)
 	}
 	return res
+}
+
+// readWhileComing reads body into p until p is full, the body ends (its
+// error, io.EOF among them), or at least atLeast bytes have come and a
+// read would wait (pending).
+func readWhileComing(body io.Reader, p []byte, atLeast int) (n int, err error) {
+	for err == nil && n < len(p) && (n < atLeast || pending(body)) {
+		var m int
+		m, err = body.Read(p[n:])
+		n += m
+	}
+	return n, err
 }
 
 // pending reports whether more of an origin's body can be read without

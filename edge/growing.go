@@ -35,9 +35,10 @@ import (
 // on their own, the key is marked too large), and the leader is relayed
 // the rest through a small buffer, as a pass-through would have sent it.
 
-// streamFillMin is the smallest body streamed while it is filled: below
-// it the whole body comes in a read or two, and sending it in parts
-// would cost more than it saves.
+// streamFillMin is the smallest body streamed while it is filled from
+// the start: below it the whole body comes in a read or two, and sending
+// it in parts would cost more than it saves, so it is streamed only if a
+// read would wait (finishFill).
 const streamFillMin = 64 << 10
 
 // growChunk bounds one read into a growing body, so readers can start on
@@ -508,21 +509,26 @@ func (g *growing) wait(ctx context.Context) error {
 	return g.err
 }
 
-// streamFill sets up the filling of a cacheable answer's body and returns
+// streamFill sets up the filling of a cacheable answer's body (of which
+// the first n bytes may have been read into body already; nil: none) and returns
 // the fill's result with the entry (its body still arriving) and grow
 // set; the leader's goroutine reads the body, or the fill's own once
 // anyone else wants it (growing.background). An answer that may not be
 // stored is read whole here, as finishFill reads others.
-func (h *Handler) streamFill(st *reqState, key2 string, resp *http.Response, reqTime, respTime time.Time, seq uint64, cancel context.CancelFunc, res fillResult) fillResult {
-	// Its pages are faulted in at the reader's first read, after the
-	// leader has sent the first bytes (readPart): all 2 MiB before it took
-	// the first byte from 1.3 ms to 3.6, and even the first 64 KiB added
-	// 0.05 ms; part by part cost more CPU than in one go (a 2 MiB miss
-	// 10–12 ms against 8.5–10.5). The first read faults its own few pages.
-	body := make([]byte, resp.ContentLength)
-	// The first bytes, for newEntry's content sniffing when the origin
-	// names no Content-Type.
-	n, err := io.ReadAtLeast(resp.Body, body, min(sniffLen, len(body)))
+func (h *Handler) streamFill(st *reqState, key2 string, resp *http.Response, reqTime, respTime time.Time, seq uint64, cancel context.CancelFunc, res fillResult, body []byte, n int) fillResult {
+	var err error
+	if body == nil {
+		// Its pages are faulted in at the reader's first read, after the
+		// leader has sent the first bytes (readPart): all 2 MiB before it
+		// took the first byte from 1.3 ms to 3.6, and even the first 64
+		// KiB added 0.05 ms; part by part cost more CPU than in one go (a
+		// 2 MiB miss 10–12 ms against 8.5–10.5). The first read faults
+		// its own few pages.
+		body = make([]byte, resp.ContentLength)
+		// The first bytes, for newEntry's content sniffing when the
+		// origin names no Content-Type.
+		n, err = io.ReadAtLeast(resp.Body, body, min(sniffLen, len(body)))
+	}
 	if err == nil {
 		e, ok := h.newEntry(st, resp.StatusCode, resp.Header, body, reqTime, respTime, seq, cache.NewID())
 		if ok {

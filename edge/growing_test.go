@@ -405,6 +405,27 @@ func TestStreamedUnknownLengthEarlyFlush(t *testing.T) {
 	})
 }
 
+// TestStreamedShortKnownLength: a body shorter than streamFillMin whose
+// origin sends the first bytes and takes its time over the rest is
+// streamed, with its length, from those bytes on, not held back until it
+// is whole; then stored.
+func TestStreamedShortKnownLength(t *testing.T) {
+	const size, first = 40 << 10, 3 << 10
+	eachViewer(t, size, first, false, func(t *testing.T, te *testEdge, v viewer, o *slowOrigin) {
+		leader := v.openStream(t, "/big")
+		defer leader.Body.Close()
+		if leader.ContentLength != size || leader.Header.Get("X-Cache") != "Miss from edged" {
+			t.Fatalf("leader: length %d, X-Cache %q; want %d and a miss", leader.ContentLength, leader.Header.Get("X-Cache"), size)
+		}
+		if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
+			t.Fatal("the first bytes differ from the origin's")
+		}
+		close(o.release)
+		expectRest(t, "leader", leader.Body, o.body[first:])
+		v.afterFill(t, te, o, "Hit", 1)
+	})
+}
+
 // TestUnknownLengthReadWhileItComes: a body of unknown length whose
 // bytes keep coming (here all in the origin's socket at once) is read
 // whole and sent with its length, not streamed without one, also when a
