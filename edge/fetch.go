@@ -215,11 +215,12 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		return h.streamFill(st, key2, resp, reqTime, respTime, seq, cancel, res, nil, 0)
 	}
 	var body []byte // a known length read whole here
-	if mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength > 0 {
+	if _, tells := resp.Body.(pendingBody); tells && mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength > 0 {
 		// Shorter than streamFillMin: read while it keeps coming, and
 		// streamed from there on if a read would wait (an origin that
 		// sends the first bytes and takes its time over the rest), else
-		// read whole.
+		// read whole. A body that cannot tell (a TLS origin's) is read
+		// whole below: its first read ends with a TLS record.
 		body = make([]byte, resp.ContentLength)
 		n, err := readWhileComing(resp.Body, body, min(sniffLen, len(body)))
 		switch {
@@ -312,9 +313,13 @@ func readWhileComing(body io.Reader, p []byte, atLeast int) (n int, err error) {
 // waiting (origin's plain-HTTP bodies can tell); false when it cannot
 // be told.
 func pending(body io.Reader) bool {
-	p, ok := body.(interface{ Pending() bool })
+	p, ok := body.(pendingBody)
 	return ok && p.Pending()
 }
+
+// pendingBody is an origin's body that can tell whether a read would wait
+// (origin's plain-HTTP bodies).
+type pendingBody interface{ Pending() bool }
 
 // renewHitForMiss marks the key of an answer that cannot be stored, or
 // renews its marker. Only past half the marker's life: a Set per request
