@@ -84,31 +84,6 @@ func TestMalformedRequests(t *testing.T) {
 // TestBadOrigins: hanging, resetting and garbage-speaking origins give
 // 502/504 promptly, never a stuck connection.
 func TestBadOrigins(t *testing.T) {
-	serve := func(t *testing.T, f func(c net.Conn)) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		t.Cleanup(func() { close(done); ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					f(c)
-					select {
-					case <-done:
-					case <-time.After(5 * time.Second):
-					}
-				}()
-			}
-		}()
-		return ln.Addr().String()
-	}
 	readHead := func(c net.Conn) { _, _ = http.ReadRequest(bufio.NewReader(c)) }
 	for _, c := range []struct {
 		name string
@@ -137,7 +112,7 @@ func TestBadOrigins(t *testing.T) {
 		}, 502},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			addr := serve(t, c.f)
+			addr := serveRaw(t, c.f)
 			te := startEdge(t, fmt.Sprintf(`distributions:
   - name: d
     domains: ["*"]

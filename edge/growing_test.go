@@ -447,32 +447,18 @@ func TestUnknownLengthReadWhileItComes(t *testing.T) {
 		fmt.Fprintf(&resp, "%x\r\n%s\r\n", len(part), part)
 	}
 	resp.WriteString("0\r\n\r\n")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	addr := serveRaw(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := http.ReadRequest(br); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					if _, err := c.Write(resp.Bytes()); err != nil { // one write: every chunk there at once
-						return
-					}
-				}
-			}()
+			if _, err := c.Write(resp.Bytes()); err != nil { // one write: every chunk there at once
+				return
+			}
 		}
-	}()
-	te := startEdge(t, fmt.Sprintf("distributions:\n  - name: d\n    domains: [\"*\"]\n    origins:\n      - {name: o, url: \"http://%s\"}\n    default_behavior: {origin: o}\n", ln.Addr()), nil)
+	})
+	te := startEdge(t, fmt.Sprintf("distributions:\n  - name: d\n    domains: [\"*\"]\n    origins:\n      - {name: o, url: \"http://%s\"}\n    default_behavior: {origin: o}\n", addr), nil)
 	for i := range 100 {
 		r, err := client.Get(fmt.Sprintf("%s/p%d", te.base, i))
 		if err != nil {
