@@ -19,7 +19,7 @@ const (
 	slowSize     = 2 << 20
 	slowRate     = 16 << 20
 	slowChunk    = 64 << 10
-	missRequests = 20
+	missRequests = 40 // CPU per miss in steps of 250 µs (a 10 ms clock tick over 40)
 )
 
 var (
