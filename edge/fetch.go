@@ -214,7 +214,13 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 	if mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength >= streamFillMin {
 		return h.streamFill(st, key2, resp, reqTime, respTime, seq, cancel, res, nil, 0)
 	}
-	var body []byte // a known length read whole here
+	// fail ends the fetch with err from reading the body.
+	fail := func(err error) fillResult {
+		resp.Body.Close()
+		cancel()
+		return fillResult{err: err, upAddr: res.upAddr, upStatus: res.upStatus}
+	}
+	var body []byte // read whole here
 	if _, tells := resp.Body.(pendingBody); tells && mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength > 0 {
 		// Shorter than streamFillMin: read while it keeps coming, and
 		// streamed from there on if a read would wait (an origin that
@@ -227,13 +233,10 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		case n == len(body):
 		case err == nil:
 			return h.streamFill(st, key2, resp, reqTime, respTime, seq, cancel, res, body, n)
+		case err == io.EOF:
+			return fail(io.ErrUnexpectedEOF)
 		default:
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			resp.Body.Close()
-			cancel()
-			return fillResult{err: err, upAddr: res.upAddr, upStatus: res.upStatus}
+			return fail(err)
 		}
 	}
 	if mayStream && resp.StatusCode == http.StatusOK && resp.ContentLength < 0 && limit > streamFillMin {
@@ -241,7 +244,7 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		// streamFillMin), and streamed to the leader from there on once a
 		// read would wait, as Varnish streams, so that a page whose head
 		// the origin flushes early is not held back; a body that has ended
-		// by then is read whole below (and sent with its length).
+		// by then is delivered whole (with its length).
 		head := make([]byte, streamFillMin)
 		atLeast := 1
 		if resp.Header.Get("Content-Type") == "" {
@@ -249,19 +252,20 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		}
 		n, err := readWhileComing(resp.Body, head, atLeast)
 		switch {
-		case err == nil:
+		case err == io.EOF:
+			body = bytes.Clone(head[:n])
+		case err != nil:
+			return fail(err)
+		default:
 			if res, ok := h.streamUnknown(st, resp, head, n, reqTime, respTime, seq, cancel, res); ok {
 				return res
 			}
-		case err != io.EOF:
-			resp.Body.Close()
-			cancel()
-			return fillResult{err: err, upAddr: res.upAddr, upStatus: res.upStatus}
+			// Not to be stored: read whole below.
+			resp.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(head[:n]), resp.Body), resp.Body}
 		}
-		resp.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(head[:n]), resp.Body), resp.Body}
 	}
 	var over bool
 	if body == nil {
@@ -277,11 +281,11 @@ func (h *Handler) finishFill(st *reqState, key2 string, stale *cache.Entry, resp
 		res.stream, res.have = resp, int64(len(body))
 		return res
 	}
+	if err != nil {
+		return fail(err)
+	}
 	resp.Body.Close()
 	cancel()
-	if err != nil {
-		return fillResult{err: err, upAddr: res.upAddr, upStatus: res.upStatus}
-	}
 	e, ok := h.newEntry(st, resp.StatusCode, resp.Header, body, reqTime, respTime, seq, cache.NewID())
 	res.e, res.key = e, key2
 	switch {

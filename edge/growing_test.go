@@ -125,6 +125,23 @@ func eachViewer(t *testing.T, size, first int, cut bool, test func(t *testing.T,
 	}
 }
 
+// openLeader sends the GET of o's /big that starts its fill and checks
+// that it is a miss with the head's length want (-1: none), and that the
+// origin's first part comes within 10 s; the rest of the body is unread.
+func (v viewer) openLeader(t *testing.T, o *slowOrigin, want int64) *http.Response {
+	t.Helper()
+	leader := v.openStream(t, "/big")
+	if leader.ContentLength != want || leader.Header.Get("X-Cache") != "Miss from edged" {
+		leader.Body.Close()
+		t.Fatalf("leader: length %d, X-Cache %q; want %d and a miss", leader.ContentLength, leader.Header.Get("X-Cache"), want)
+	}
+	if got := readWithin(t, leader.Body, o.first, 10*time.Second); !bytes.Equal(got, o.body[:o.first]) {
+		leader.Body.Close()
+		t.Fatal("leader: the first part differs from the origin's")
+	}
+	return leader
+}
+
 // openStream sends GET path and returns the response with its body
 // unread.
 func (v viewer) openStream(t *testing.T, path string, hdrs ...string) *http.Response {
@@ -205,14 +222,8 @@ func expectRest(t *testing.T, name string, r io.Reader, want []byte) {
 func TestStreamedMiss(t *testing.T) {
 	const size, first = 900 << 10, 128 << 10
 	eachViewer(t, size, first, false, func(t *testing.T, te *testEdge, v viewer, o *slowOrigin) {
-		leader := v.openStream(t, "/big")
+		leader := v.openLeader(t, o, size)
 		defer leader.Body.Close()
-		if leader.ContentLength != size || leader.Header.Get("X-Cache") != "Miss from edged" {
-			t.Fatalf("leader: length %d, X-Cache %q", leader.ContentLength, leader.Header.Get("X-Cache"))
-		}
-		if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
-			t.Fatal("leader: the first part differs from the origin's")
-		}
 		joiner := v.openStream(t, "/big")
 		defer joiner.Body.Close()
 		if got := readWithin(t, joiner.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
@@ -342,14 +353,8 @@ func TestStreamedUnknownLength(t *testing.T) {
 	const size, first = 600 << 10, 128 << 10
 	eachViewer(t, size, first, false, func(t *testing.T, te *testEdge, v viewer, o *slowOrigin) {
 		o.chunked = true
-		leader := v.openStream(t, "/big")
+		leader := v.openLeader(t, o, -1) // no length yet
 		defer leader.Body.Close()
-		if leader.ContentLength != -1 || leader.Header.Get("X-Cache") != "Miss from edged" {
-			t.Fatalf("leader: length %d, X-Cache %q; want no length yet and a miss", leader.ContentLength, leader.Header.Get("X-Cache"))
-		}
-		if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
-			t.Fatal("leader: the first part differs from the origin's")
-		}
 		joined := v.openLater(t, "/big")
 		select {
 		case r := <-joined:
@@ -412,14 +417,8 @@ func TestStreamedUnknownLengthEarlyFlush(t *testing.T) {
 func TestStreamedShortKnownLength(t *testing.T) {
 	const size, first = 40 << 10, 3 << 10
 	eachViewer(t, size, first, false, func(t *testing.T, te *testEdge, v viewer, o *slowOrigin) {
-		leader := v.openStream(t, "/big")
+		leader := v.openLeader(t, o, size)
 		defer leader.Body.Close()
-		if leader.ContentLength != size || leader.Header.Get("X-Cache") != "Miss from edged" {
-			t.Fatalf("leader: length %d, X-Cache %q; want %d and a miss", leader.ContentLength, leader.Header.Get("X-Cache"), size)
-		}
-		if got := readWithin(t, leader.Body, first, 10*time.Second); !bytes.Equal(got, o.body[:first]) {
-			t.Fatal("the first bytes differ from the origin's")
-		}
 		close(o.release)
 		expectRest(t, "leader", leader.Body, o.body[first:])
 		v.afterFill(t, te, o, "Hit", 1)
